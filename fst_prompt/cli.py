@@ -1,0 +1,136 @@
+"""The `fst` command.
+
+    fst eval --task basic_arithmetic --model smollm2-135m-instruct --split val --n 64 [--prompt prompts.json]
+    fst models        # what model names resolve to, and whether they are converted yet
+    fst tasks         # the tasks found in programs/
+
+Everything that can be checked without a model (task, prompt file, split, n) is checked before the
+model loads; errors print one line naming the fix and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from fst_prompt.state import write_json_atomic
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"fst {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fst", description="Fast-Slow Training for LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ev = sub.add_parser("eval", help="evaluate a task's program on a model")
+    ev.add_argument("--task", required=True, help="task name in programs/ or path to a task .py file")
+    ev.add_argument("--model", default="smollm2-135m-instruct", help="model name or HF folder")
+    ev.add_argument("--split", default="val", choices=["train", "val", "test"])
+    ev.add_argument("--n", type=_positive, default=64, help="evaluate the first n examples of the split")
+    ev.add_argument("--prompt", type=Path, help="prompts.json with the instructions to use")
+    ev.add_argument("--out", type=Path, help="write the full result (every rollout) as JSON here")
+    ev.add_argument("--batch-size", type=_positive, default=8)
+    ev.add_argument("--max-new-tokens", type=_positive, default=128)
+    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.set_defaults(func=cmd_eval)
+
+    sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
+    sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
+    return parser
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fst_prompt.programs import load_task
+
+    task = load_task(args.task)
+    instructions = read_prompt_file(args.prompt) if args.prompt else None
+    if instructions:
+        task.check_instructions(instructions)
+    if args.n > len(task.split(args.split)):
+        print(f"note: the {args.split} split has {len(task.split(args.split))} examples; using all of them")
+    if args.out and args.out.exists() and args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a file path")
+
+    from fst_prompt.evaluate import evaluate
+    from fst_prompt.policy import Policy, Sampling
+
+    sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
+    policy = Policy.load(args.model, batch_size=args.batch_size, seed=args.seed, sampling=sampling)
+    result = evaluate(task, policy, split=args.split, n=args.n, instructions=instructions)
+    _print_summary(result.summary(), args.model)
+    if args.out:
+        write_json_atomic(args.out, {"model": args.model, **result.to_json()})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from fst_prompt.programs import available_tasks
+
+    print("\n".join(available_tasks()))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from fst_prompt.cachedir import cache_root
+    from fst_prompt.models import KNOWN_MODELS, is_complete
+
+    for name in KNOWN_MODELS:
+        folder = cache_root() / "models" / name
+        print(
+            f"{name:32s} {'converted: ' + str(folder) if is_complete(folder) else 'converted on first use'}"
+        )
+    return 0
+
+
+def read_prompt_file(path: Path) -> dict[str, str]:
+    """Instructions from a prompts.json: {"instructions": {predictor: text}, ...} or a flat mapping."""
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} does not exist")
+    try:
+        data: Any = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"prompt file {path} is not valid JSON: {e}") from e
+    if isinstance(data, dict) and isinstance(data.get("instructions"), dict):
+        data = data["instructions"]
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise ValueError(f'prompt file {path} must hold {{"instructions": {{"<predictor>": "<text>"}}}}')
+    return data
+
+
+def _print_summary(s: dict[str, Any], model: str) -> None:
+    print(f"task={s['task']} split={s['split']} n={s['n']} model={model}")
+    print(f"  accuracy           {s['accuracy']:.3f}   (mean score {s['mean_score']:.3f})")
+    print(f"  parse failures     {s['parse_failure_rate']:.3f}")
+    print(f"  completion length  {s['mean_completion_tokens']:.1f} tokens")
+    print(
+        f"  throughput         {s['rollouts_per_s']:.2f} rollouts/s ({s['generate_calls']} generate calls, "
+        f"{s['seconds']:.1f} s)"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    sys.exit(main())

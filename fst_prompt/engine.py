@@ -1,0 +1,147 @@
+"""The policy as a DSPy engine: concurrent DSPy calls are gathered into one batched `generate`.
+
+DSPy evaluates a program on many examples by calling the LM from many threads, one request each.
+`BatchingEngine.complete` (called in those threads) queues its request and waits; one worker thread
+takes the first request, keeps gathering until the batch is full or no new request arrived for
+`gather_s` seconds, and runs them as one `Policy.generate`. With `num_threads == batch_size`,
+evaluating N examples costs about ceil(N / batch_size) generate calls instead of N.
+
+Use it through `policy_lm(policy)`, a `dspy.LM` with DSPy's cache off: a cache would keep returning
+the old weights' answers after a training step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+
+from fst_prompt.policy import Conversation, Generation, Policy, Sampling
+
+# Completions made inside `capture()` are appended here (per thread / context), so an evaluator can
+# attach every completion of a program call to the example that caused it.
+_captured: contextvars.ContextVar[list[Generation] | None] = contextvars.ContextVar(
+    "fst_captured", default=None
+)
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[list[Generation]]:
+    calls: list[Generation] = []
+    token = _captured.set(calls)
+    try:
+        yield calls
+    finally:
+        _captured.reset(token)
+
+
+@dataclass
+class _Pending:
+    conversation: Conversation
+    sampling: Sampling
+    future: Future
+
+
+class BatchingEngine:
+    """A DSPy engine (`complete(Request) -> Response`) backed by a `Policy`, batching across threads."""
+
+    def __init__(self, policy: Policy, *, max_batch: int | None = None, gather_s: float = 0.05) -> None:
+        self.policy = policy
+        self.max_batch = max_batch or policy.batch_size
+        self.gather_s = gather_s
+        self._queue: queue.Queue[_Pending] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    # -- DSPy engine protocol ----------------------------------------------------------------------
+
+    def complete(self, request) -> Response:
+        conversation = _to_conversation(request)
+        sampling = _sampling(self.policy.sampling, request.config)
+        pending = _Pending(conversation, sampling, Future())
+        self._ensure_worker()
+        self._queue.put(pending)
+        gen: Generation = pending.future.result()
+        calls = _captured.get()
+        if calls is not None:
+            calls.append(gen)
+        return Response(
+            id=None,
+            model=self.policy.name,
+            message=Message.assistant([TextPart(gen.text)]),
+            finish_reason="stop" if gen.finish_reason == "stop" else "length",
+            usage=Usage(input_tokens=gen.prompt_tokens, output_tokens=gen.completion_tokens),
+        )
+
+    def stream(self, request):
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+    # -- batching ----------------------------------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        with self._start_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="fst-batching-engine", daemon=True)
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self._queue.get(timeout=self.gather_s))
+                except queue.Empty:
+                    break
+            self._serve(batch)
+
+    def _serve(self, batch: list[_Pending]) -> None:
+        # Requests with different sampling settings cannot share one generate call.
+        groups: dict[Sampling, list[_Pending]] = {}
+        for p in batch:
+            groups.setdefault(p.sampling, []).append(p)
+        for sampling, group in groups.items():
+            try:
+                gens = self.policy.generate([p.conversation for p in group], sampling)
+            except BaseException as e:  # noqa: BLE001 - hand the failure to every waiting caller
+                for p in group:
+                    p.future.set_exception(e)
+                continue
+            for p, g in zip(group, gens, strict=True):
+                p.future.set_result(g)
+
+
+def policy_lm(policy: Policy, *, engine: BatchingEngine | None = None, **kwargs) -> dspy.LM:
+    """A `dspy.LM` that runs on the live policy, with DSPy's cache off."""
+    engine = engine or BatchingEngine(policy)
+    s = policy.sampling
+    settings = {"temperature": s.temperature, "max_tokens": s.max_new_tokens} | kwargs
+    return dspy.LM(f"local/{policy.name}", engine=engine, cache=False, num_retries=0, **settings)
+
+
+def _to_conversation(request) -> Conversation:
+    messages: Conversation = []
+    if request.system is not None:
+        system = (
+            request.system if isinstance(request.system, str) else "".join(p.text for p in request.system)
+        )
+        messages.append({"role": "system", "content": system})
+    messages += [{"role": m.role, "content": m.text or ""} for m in request.messages]
+    return messages
+
+
+def _sampling(default: Sampling, config) -> Sampling:
+    return Sampling(
+        temperature=default.temperature if config.temperature is None else float(config.temperature),
+        top_p=default.top_p if config.top_p is None else float(config.top_p),
+        max_new_tokens=default.max_new_tokens if config.max_tokens is None else int(config.max_tokens),
+    )

@@ -1,0 +1,131 @@
+"""Evaluate a task's DSPy program on the live policy: accuracy, parse failures, length, throughput.
+
+The program runs as plain DSPy, one example per thread, with the policy as its LM; the batching engine
+gathers the threads' calls into batched `generate`s. A reply that does not parse, or a program call that
+fails, is a score of 0 with feedback naming the failure, never an exception.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import dspy
+from dspy.utils.exceptions import AdapterParseError
+from tqdm.auto import tqdm
+
+from fst_prompt.engine import BatchingEngine, capture, policy_lm
+from fst_prompt.policy import Policy
+from fst_prompt.render import make_adapter, parse_failure_feedback
+from fst_prompt.task import Feedback, Task
+
+
+@dataclass(frozen=True)
+class Rollout:
+    index: int  # position in the evaluated split
+    score: float
+    feedback: str
+    parsed: bool
+    prediction: dict[str, Any] | None
+    completions: list[str]  # every LM call the program made for this example, in order
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    task: str
+    split: str
+    n: int
+    accuracy: float  # fraction scored 1.0 (fully correct)
+    mean_score: float
+    parse_failure_rate: float
+    mean_completion_tokens: float
+    rollouts_per_s: float
+    seconds: float
+    generate_calls: int
+    instructions: dict[str, str]
+    rollouts: list[Rollout] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "rollouts"}
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate(
+    task: Task,
+    policy: Policy,
+    *,
+    split: str = "val",
+    n: int | None = None,
+    instructions: dict[str, str] | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Run the task's program (with `instructions`, default the seed ones) on the first n of a split."""
+    examples = task.split(split)[: n or None]
+    program = task.with_instructions(instructions)
+    lm = policy_lm(policy, engine=BatchingEngine(policy))
+    adapter = make_adapter(task.adapter)
+    calls0, t0 = policy.stats.generate_calls, time.perf_counter()
+
+    def run(index: int) -> Rollout:
+        return _rollout(task, program, lm, adapter, examples[index], index)
+
+    # One thread per batch slot: the engine turns their concurrent calls into batched generates.
+    with ThreadPoolExecutor(max_workers=policy.batch_size) as pool:
+        futures = [pool.submit(run, i) for i in range(len(examples))]
+        bar = tqdm(
+            as_completed(futures),
+            total=len(futures),
+            disable=not progress,
+            desc=f"eval {task.name}/{split}",
+            unit="ex",
+        )
+        rollouts = sorted((f.result() for f in bar), key=lambda r: r.index)
+    seconds = time.perf_counter() - t0
+    k = max(len(rollouts), 1)
+    return EvalResult(
+        task=task.name,
+        split=split,
+        n=len(rollouts),
+        accuracy=sum(r.score >= 1.0 for r in rollouts) / k,
+        mean_score=sum(r.score for r in rollouts) / k,
+        parse_failure_rate=sum(not r.parsed for r in rollouts) / k,
+        mean_completion_tokens=sum(r.completion_tokens for r in rollouts) / k,
+        rollouts_per_s=len(rollouts) / seconds if seconds > 0 else 0.0,
+        seconds=seconds,
+        generate_calls=policy.stats.generate_calls - calls0,
+        instructions={name: p.signature.instructions for name, p in program.named_predictors()},
+        rollouts=rollouts,
+    )
+
+
+def _rollout(
+    task: Task, program: dspy.Module, lm: dspy.LM, adapter: dspy.Adapter, example: dspy.Example, index: int
+) -> Rollout:
+    prediction, parsed = None, True
+    with dspy.context(lm=lm, adapter=adapter), capture() as calls:
+        try:
+            pred = program(**example.inputs())
+            feedback = task.score(example, pred)
+            prediction = dict(pred.items())
+        except AdapterParseError as e:
+            parsed = False
+            feedback = Feedback(
+                0.0, parse_failure_feedback(task.adapter, e.signature, e.lm_response or "", e)
+            )
+        except Exception as e:  # noqa: BLE001 - one failing example is data, the evaluation goes on
+            parsed = False
+            feedback = Feedback(0.0, f"The program failed on this example: {type(e).__name__}: {e}")
+    return Rollout(
+        index=index,
+        score=feedback.score,
+        feedback=feedback.feedback,
+        parsed=parsed,
+        prediction=prediction,
+        completions=[c.text for c in calls],
+        completion_tokens=sum(c.completion_tokens for c in calls),
+    )

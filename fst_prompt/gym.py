@@ -1,0 +1,148 @@
+"""Tasks from reasoning-gym: procedural, verifiable, offline data with a feedback metric.
+
+`gym_task` turns a reasoning-gym generator into a `Task`: disjoint deterministic splits (one generator
+seed per split, duplicates of train questions removed from val/test) and a metric that scores with the
+generator's own `score_answer` and says, in words, what was expected and what was given.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import dspy
+
+from fst_prompt.task import AdapterKind, Feedback, Metric, Task
+
+DEFAULT_SIZES = (256, 64, 64)  # train / val / test
+
+
+def gym_splits(
+    dataset: str,
+    config: dict[str, Any],
+    sizes: tuple[int, int, int],
+    seed: int,
+) -> tuple[list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
+    """Deterministic train/val/test examples with fields `question`, `answer` and the raw `entry`."""
+    import reasoning_gym
+
+    seen: set[str] = set()
+    splits: dict[int, list[dspy.Example]] = {}
+    # Test first, then val, then train: on a small problem space the held-out splits stay full and
+    # train gets what is left, never a question that is also held out.
+    for offset in (2, 1, 0):
+        size = sizes[offset]
+        # Item i of a generator uses seed + i, so the splits' seeds lie far apart; over-generate a little
+        # so that dropping repeats still leaves `size` examples.
+        split_seed = seed * 10_000_000 + offset * 1_000_000
+        ds = reasoning_gym.create_dataset(dataset, size=2 * size + 8, seed=split_seed, **config)
+        examples = []
+        for entry in ds:
+            if entry["question"] in seen:
+                continue
+            seen.add(entry["question"])
+            examples.append(
+                dspy.Example(
+                    question=entry["question"], answer=str(entry["answer"]), entry=entry
+                ).with_inputs("question")
+            )
+            if len(examples) == size:
+                break
+        splits[offset] = examples
+    return splits[0], splits[1], splits[2]
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def last_number(text: str) -> str | None:
+    """The last number written in `text` ("The sum is 1,234." -> "1234"), or None."""
+    found = _NUMBER.findall(text.replace(",", ""))
+    return found[-1] if found else None
+
+
+def gym_metric(dataset: str, config: dict[str, Any], field: str = "answer", numeric: bool = False) -> Metric:
+    """Score with reasoning-gym's own checker; feedback names the expected and the given answer.
+
+    With `numeric=True` the answer is the last number in the field, so "The total is 12." counts as 12:
+    a small model's wording is not held against it, and the feedback still asks for the bare number.
+    """
+    import reasoning_gym
+
+    checker = reasoning_gym.create_dataset(dataset, size=1, seed=0, **config)
+
+    def metric(gold: dspy.Example, pred: dspy.Prediction) -> Feedback:
+        given = pred.get(field) if hasattr(pred, "get") else getattr(pred, field, None)
+        given = "" if given is None else str(given).strip()
+        if not given:
+            return Feedback(
+                0.0,
+                f"The {field} field was empty. Expected {gold.answer!r}; "
+                f"put only the final answer in the {field} field.",
+            )
+        if numeric:
+            return _numeric_feedback(checker, gold, given, field)
+        score = min(max(float(checker.score_answer(given, gold.entry)), 0.0), 1.0)
+        if score >= 1.0:
+            return Feedback(1.0, f"Correct: the {field} field held {given!r}, the expected answer.")
+        extra = (
+            " It contains more than the answer; give the bare answer only." if gold.answer in given else ""
+        )
+        return Feedback(score, f"Wrong: expected {gold.answer!r}; your {field} field held {given!r}.{extra}")
+
+    return metric
+
+
+def _numeric_feedback(checker: Any, gold: dspy.Example, given: str, field: str) -> Feedback:
+    shown = given if len(given) <= 200 else given[:200] + "..."
+    number = last_number(given)
+    if number is None:
+        return Feedback(
+            0.0,
+            f"Wrong: expected {gold.answer!r}, but your {field} held no number: {shown!r}. "
+            "End the reply with the final number.",
+        )
+    if checker.score_answer(number, gold.entry) >= 1.0:
+        if number == given:
+            return Feedback(1.0, f"Correct: {number} is the expected answer.")
+        return Feedback(
+            1.0,
+            f"Correct: the final number, {number}, is the expected answer "
+            f"(the {field} also held other text: {shown!r}; the bare number is enough).",
+        )
+    return Feedback(
+        0.0,
+        f"Wrong: expected {gold.answer}, but the final number in your {field} was {number} "
+        f"(it held {shown!r}).",
+    )
+
+
+def gym_task(
+    name: str,
+    signature: type[dspy.Signature],
+    dataset: str,
+    config: dict[str, Any] | None = None,
+    *,
+    sizes: tuple[int, int, int] = DEFAULT_SIZES,
+    seed: int = 0,
+    adapter: AdapterKind = "chat",
+    chain_of_thought: bool = False,
+    numeric: bool = False,
+) -> Task:
+    """A single-predictor task on a reasoning-gym generator (answer field: `answer`).
+
+    `numeric=True`: the answer is the last number in the reply (for generators with integer answers).
+    """
+    config = dict(config or {})
+    train, val, test = gym_splits(dataset, config, sizes, seed)
+    program = dspy.ChainOfThought(signature) if chain_of_thought else dspy.Predict(signature)
+    return Task(
+        name=name,
+        program=program,
+        train=train,
+        val=val,
+        test=test,
+        metric=gym_metric(dataset, config, numeric=numeric),
+        adapter=adapter,
+        extra={"dataset": dataset, "config": config, "seed": seed, "sizes": list(sizes), "numeric": numeric},
+    )

@@ -1,0 +1,155 @@
+"""The live policy: the model being trained, generating in batches.
+
+One `Policy` owns the model and tokenizer. Everything that samples from the policy goes through
+`Policy.generate` — GEPA's evaluations (through the DSPy engine in `engine.py`), `fst eval`, and later
+RL — so prompts are always scored under the *current* weights. Generation is batched with left padding
+(on 2 CPU cores batch 8 gives ~3.6x the throughput of batch 1) and seeded per call from the policy's
+own counter, so a run is reproducible without touching the process's global RNG.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0  # 0 = greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
+            raise ValueError(f"invalid sampling settings: {self}")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+
+
+@dataclass
+class PolicyStats:
+    generate_calls: int = 0  # batched model.generate calls
+    rollouts: int = 0  # completions produced
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+class Policy:
+    """A causal LM + tokenizer that generates chat completions in batches."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 8,
+        seed: int = 0,
+        sampling: Sampling = Sampling(),
+        name: str = "policy",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        tokenizer.padding_side = "left"  # decoder-only models continue from the right edge
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.seed, self.sampling, self.name = batch_size, seed, sampling, name
+        self.stats = PolicyStats()
+        self.stop_ids = _stop_ids(model, tokenizer)
+        self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant
+
+    @classmethod
+    def load(cls, name_or_path: str | Path, *, device: str = "cpu", **kwargs: Any) -> Policy:
+        """Resolve a model name (see `models.py`) and load it in fp32 on `device`."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from fst_prompt.models import resolve_model
+
+        path = resolve_model(name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, name=str(name_or_path), **kwargs)
+
+    def prompt_text(self, conversation: Conversation) -> str:
+        return self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+
+    def generate(
+        self,
+        conversations: list[Conversation],
+        sampling: Sampling | None = None,
+    ) -> list[Generation]:
+        """One completion per conversation, in chunks of `batch_size`."""
+        sampling = sampling or self.sampling
+        out: list[Generation] = []
+        for start in range(0, len(conversations), self.batch_size):
+            out += self._generate_batch(conversations[start : start + self.batch_size], sampling)
+        return out
+
+    def _generate_batch(self, conversations: list[Conversation], sampling: Sampling) -> list[Generation]:
+        import torch
+
+        texts = [self.prompt_text(c) for c in conversations]
+        with self._lock:
+            t0 = time.perf_counter()
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = enc.to(self.model.device)
+            kwargs: dict[str, Any] = {
+                "max_new_tokens": sampling.max_new_tokens,
+                "pad_token_id": self.tokenizer.pad_token_id,
+                "eos_token_id": sorted(self.stop_ids),
+            }
+            if sampling.temperature > 0:
+                kwargs |= {"do_sample": True, "temperature": sampling.temperature, "top_p": sampling.top_p}
+            else:
+                kwargs |= {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+            was_training = self.model.training
+            self.model.eval()
+            with torch.random.fork_rng(devices=[]), torch.inference_mode():
+                torch.manual_seed(self.seed * 1_000_003 + self.stats.generate_calls)
+                sequences = self.model.generate(**enc, **kwargs)
+            self.model.train(was_training)
+            new = sequences[:, enc["input_ids"].shape[1] :]
+            masks = enc["attention_mask"]
+            gens = [self._decode(row, int(mask.sum())) for row, mask in zip(new, masks, strict=True)]
+            self.stats.generate_calls += 1
+            self.stats.rollouts += len(gens)
+            self.stats.completion_tokens += sum(g.completion_tokens for g in gens)
+            self.stats.seconds += time.perf_counter() - t0
+        return gens
+
+    def _decode(self, row: Any, prompt_tokens: int) -> Generation:
+        ids = row.tolist()
+        # The completion ends at the first end-of-turn token; after it come pads.
+        stop = next((i for i, t in enumerate(ids) if t in self.stop_ids), None)
+        n = len(ids) if stop is None else stop + 1
+        text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+        return Generation(
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=n,
+            finish_reason="length" if stop is None else "stop",
+        )
+
+    def with_sampling(self, **changes: Any) -> Sampling:
+        return replace(self.sampling, **changes)
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a turn: the generation config's EOS ids plus the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(ids if isinstance(ids, list) else [] if ids is None else [ids])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

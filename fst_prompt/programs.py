@@ -1,0 +1,51 @@
+"""Find and load task definitions: `--task <name>` or `--task path/to/file.py`.
+
+A task file defines `make_task(**kwargs) -> Task` (see `programs/`). A bare name is looked up as
+`programs/<name>.py` in the current directory, then in the `programs/` folder beside this package.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from fst_prompt.task import Task, TaskError
+
+_REPO_PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
+
+
+def program_dirs() -> list[Path]:
+    return [d for d in (Path.cwd() / "programs", _REPO_PROGRAMS) if d.is_dir()]
+
+
+def available_tasks() -> list[str]:
+    names = {p.stem for d in program_dirs() for p in d.glob("*.py") if not p.stem.startswith("_")}
+    return sorted(names)
+
+
+def load_task(spec: str | Path, **kwargs: Any) -> Task:
+    """Load a task by name or file path and build it with `make_task(**kwargs)`."""
+    path = _find(str(spec))
+    module_spec = importlib.util.spec_from_file_location(f"fst_task_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    make = getattr(module, "make_task", None)
+    if not callable(make):
+        raise TaskError(f"{path} must define `make_task(**kwargs) -> fst_prompt.Task`")
+    task = make(**kwargs)
+    if not isinstance(task, Task):
+        raise TaskError(f"{path}: make_task() returned {type(task).__name__}, not fst_prompt.Task")
+    return task
+
+
+def _find(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise TaskError(f"task file {path} does not exist")
+        return path
+    for d in program_dirs():
+        if (d / f"{spec}.py").is_file():
+            return d / f"{spec}.py"
+    raise TaskError(f"unknown task {spec!r}; available: {available_tasks()} (or give a path to a .py file)")

@@ -1,0 +1,28 @@
+"""Count one letter in a short phrase of 1-3 words (reasoning-gym `letter_counting`)."""
+
+import dspy
+
+from fst_prompt import Task, gym_task
+
+
+class LetterCounting(dspy.Signature):
+    """Count how many times the letter appears in the text. Give the final answer as a single integer."""
+
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField(desc="the count, digits only")
+
+
+CONFIG = {"min_words": 1, "max_words": 3}
+
+
+def make_task(seed: int = 0, adapter: str = "text", **kwargs) -> Task:
+    return gym_task(
+        "letter_counting",
+        LetterCounting,
+        "letter_counting",
+        CONFIG,
+        seed=seed,
+        adapter=adapter,
+        numeric=True,
+        **kwargs,
+    )
