@@ -24,6 +24,7 @@ from fst_prompt.cachedir import cache_root, file_lock
 from fst_prompt.fetch import assemble_gguf, smollm2_gguf
 
 MARKER = "fst_model.json"  # written last: its presence means the folder is complete
+BUILD_VERSION = 2  # bump when a conversion changes: older cached folders are then rebuilt
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _DATA = Path(__file__).parent / "data"
 
@@ -62,7 +63,10 @@ def resolve_model(name_or_path: str | os.PathLike, *, cache_dir: Path | None = N
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / MARKER).is_file()
+    try:
+        return json.loads((folder / MARKER).read_text()).get("version") == BUILD_VERSION
+    except (OSError, ValueError):
+        return False
 
 
 def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
@@ -83,7 +87,8 @@ def _build_once(final: Path, build: Callable[[Path], None]) -> Path:
             build(tmp)
             shutil.copy(_DATA / "APACHE-2.0.txt", tmp / "LICENSE")
             shutil.copy(_DATA / "MODELS-NOTICE.txt", tmp / "NOTICE")
-            (tmp / MARKER).write_text(json.dumps({"name": final.name, "built_at": time.time()}))
+            marker = {"name": final.name, "version": BUILD_VERSION, "built_at": time.time()}
+            (tmp / MARKER).write_text(json.dumps(marker))
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -127,6 +132,7 @@ def build_tiny(out: Path, *, seed: int = 0) -> None:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        initializer_range=0.5,  # large random weights: varied tokens instead of one repeated token
     )
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)

@@ -1,0 +1,67 @@
+"""`fst eval`: errors before any model loads; a full run on the tiny model; a real SmolLM2 run (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fst_prompt.cli import main
+
+
+def test_eval_on_tiny_model_writes_json(tiny_path, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(["eval", "--task", "chain_sum", "--model", str(tiny_path), "--n", "3", "--batch-size", "2",
+                 "--max-new-tokens", "4", "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "rollouts/s" in printed and "parse failures" in printed
+    data = json.loads(out.read_text())
+    assert data["n"] == 3 and len(data["rollouts"]) == 3 and data["generate_calls"] == 2
+    assert data["instructions"]["self"].startswith("Add and subtract the numbers.")
+
+
+def test_prompt_file_instructions_are_used(tiny_path, tmp_path):
+    prompt = tmp_path / "prompts.json"
+    prompt.write_text(json.dumps({"instructions": {"self": "Say a number."}}))
+    out = tmp_path / "r.json"
+    assert main(["eval", "--task", "chain_sum", "--model", str(tiny_path), "--n", "1", "--max-new-tokens", "2",
+                 "--prompt", str(prompt), "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["instructions"] == {"self": "Say a number."}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "is not valid JSON"),
+    ('{"instructions": {"other": "x"}}', "the prompt names ['other']"),
+    ('["a list"]', "must hold"),
+])
+def test_bad_prompt_file_fails_before_the_model_loads(tmp_path, capsys, content, message):
+    prompt = tmp_path / "prompts.json"
+    prompt.write_text(content)
+    # The model does not exist: reaching it would give a different error.
+    code = main(["eval", "--task", "chain_sum", "--model", "no-such-model", "--prompt", str(prompt)])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_task_and_bad_n(capsys):
+    assert main(["eval", "--task", "nope", "--model", "no-such-model"]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--task", "chain_sum", "--n", "0"])
+
+
+@pytest.mark.slow
+def test_real_smollm2_eval(tmp_path):
+    """The default model, end to end through the installed `fst` command."""
+    out = tmp_path / "smol.json"
+    fst = os.path.join(os.path.dirname(sys.executable), "fst")
+    done = subprocess.run([fst, "eval", "--task", "letter_counting", "--n", "4", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "accuracy" in done.stdout
+    data = json.loads(out.read_text())
+    assert data["n"] == 4 and data["model"] == "smollm2-135m-instruct"
+    assert all(r["completions"] and r["completions"][0].strip() for r in data["rollouts"])  # real text
+    assert data["generate_calls"] == 1
