@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
+    except (ValueError, FileNotFoundError) as e:
         print(f"fst {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -116,7 +116,7 @@ def read_prompt_file(path: Path) -> dict[str, str]:
 def _print_summary(s: dict[str, Any], model: str) -> None:
     print(f"task={s['task']} split={s['split']} n={s['n']} model={model}")
     print(f"  accuracy           {s['accuracy']:.3f}   (mean score {s['mean_score']:.3f})")
-    print(f"  parse failures     {s['parse_failure_rate']:.3f}")
+    print(f"  parse failures     {s['parse_failure_rate']:.3f}   (cut at max tokens {s['truncated_rate']:.3f})")
     print(f"  completion length  {s['mean_completion_tokens']:.1f} tokens")
     print(
         f"  throughput         {s['rollouts_per_s']:.2f} rollouts/s ({s['generate_calls']} generate calls, "

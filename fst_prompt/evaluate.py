@@ -7,6 +7,7 @@ fails, is a score of 0 with feedback naming the failure, never an exception.
 
 from __future__ import annotations
 
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,16 @@ from fst_prompt.render import make_adapter, parse_failure_feedback
 from fst_prompt.task import Feedback, Task
 
 
+class _NoTruncationWarning(logging.Filter):
+    """DSPy warns once per truncated reply; we count them in `truncated_rate` instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "truncated" not in record.getMessage()
+
+
+logging.getLogger("dspy.clients.lm").addFilter(_NoTruncationWarning())
+
+
 @dataclass(frozen=True)
 class Rollout:
     index: int  # position in the evaluated split
@@ -31,6 +42,7 @@ class Rollout:
     prediction: dict[str, Any] | None
     completions: list[str]  # every LM call the program made for this example, in order
     completion_tokens: int
+    truncated: bool  # some call hit max_new_tokens before the end of its turn
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class EvalResult:
     accuracy: float  # fraction scored 1.0 (fully correct)
     mean_score: float
     parse_failure_rate: float
+    truncated_rate: float  # fraction of examples with a reply cut at max_new_tokens
     mean_completion_tokens: float
     rollouts_per_s: float
     seconds: float
@@ -94,6 +107,7 @@ def evaluate(
         accuracy=sum(r.score >= 1.0 for r in rollouts) / k,
         mean_score=sum(r.score for r in rollouts) / k,
         parse_failure_rate=sum(not r.parsed for r in rollouts) / k,
+        truncated_rate=sum(r.truncated for r in rollouts) / k,
         mean_completion_tokens=sum(r.completion_tokens for r in rollouts) / k,
         rollouts_per_s=len(rollouts) / seconds if seconds > 0 else 0.0,
         seconds=seconds,
@@ -128,4 +142,5 @@ def _rollout(
         prediction=prediction,
         completions=[c.text for c in calls],
         completion_tokens=sum(c.completion_tokens for c in calls),
+        truncated=any(c.finish_reason == "length" for c in calls),
     )

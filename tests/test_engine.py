@@ -29,6 +29,7 @@ def test_eval_records_scores_and_feedback(qa_task, tiny_policy):
     assert result.n == 3 and result.accuracy == 0.0  # random weights cannot add
     assert all(r.feedback.startswith("Wrong: expected") for r in result.rollouts)
     assert result.mean_completion_tokens == 8 and result.rollouts_per_s > 0
+    assert result.truncated_rate == 1.0  # 8 tokens never reach the end of a turn
 
 
 def test_program_failure_is_a_zero_score_not_an_exception(qa_task, tiny_policy, monkeypatch):
@@ -62,3 +63,29 @@ def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(tiny_path):
         assert torch.rand(1).item() == untouched  # generation drew from its own seeded stream
     assert outs[0] == outs[1]
     assert len(set(outs[0])) > 1  # sampled, not greedy
+
+
+class TwoStep(dspy.Module):
+    """A two-predictor program: draft an answer, then restate it."""
+
+    def __init__(self):
+        super().__init__()
+        self.draft = dspy.Predict("question -> draft")
+        self.final = dspy.Predict("question, draft -> answer")
+
+    def forward(self, question):
+        draft = self.draft(question=question).draft
+        return self.final(question=question, draft=draft)
+
+
+def test_multi_predictor_program_batches_each_stage(qa_task, tiny_policy):
+    from fst_prompt import Task
+
+    task = Task(name="two", program=TwoStep(), train=qa_task.train, val=qa_task.val, test=qa_task.test,
+                metric=qa_task.metric, adapter="text")
+    assert [n for n, _ in task.predictors] == ["draft", "final"]
+    result = evaluate(task, tiny_policy, split="val", n=8, instructions={"final": "Restate the draft."},
+                      progress=False)
+    assert all(len(r.completions) == 2 for r in result.rollouts)
+    assert result.generate_calls == 2 * math.ceil(8 / tiny_policy.batch_size)  # each stage in full batches
+    assert result.instructions["final"] == "Restate the draft."
