@@ -1,6 +1,7 @@
 """The `fst` command.
 
     fst eval --task basic_arithmetic --model smollm2-135m-instruct --split val --n 64 [--prompt prompts.json]
+    fst optimize programs/chain_sum.yaml [--set gepa.max_metric_calls=300]
     fst models        # what model names resolve to, and whether they are converted yet
     fst tasks         # the tasks found in programs/
 
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
 
+    op = sub.add_parser("optimize", help="GEPA-only: evolve the instructions on frozen weights")
+    op.add_argument("config", type=Path, help="YAML config (see programs/*.yaml)")
+    op.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set gepa.max_metric_calls=300 (repeatable)")
+    op.set_defaults(func=cmd_optimize)
+
     sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
     return parser
@@ -74,6 +81,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         write_json_atomic(args.out, {"model": args.model, **result.to_json()})
         print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from fst_prompt.config import load_config
+    from fst_prompt.optimize import run_optimize
+
+    run_optimize(load_config(args.config, args.overrides))
     return 0
 
 

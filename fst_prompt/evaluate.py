@@ -79,25 +79,10 @@ def evaluate(
 ) -> EvalResult:
     """Run the task's program (with `instructions`, default the seed ones) on the first n of a split."""
     examples = task.split(split)[: n or None]
-    program = task.with_instructions(instructions)
-    lm = policy_lm(policy, engine=BatchingEngine(policy))
-    adapter = make_adapter(task.adapter)
     calls0, t0 = policy.stats.generate_calls, time.perf_counter()
-
-    def run(index: int) -> Rollout:
-        return _rollout(task, program, lm, adapter, examples[index], index)
-
-    # One thread per batch slot: the engine turns their concurrent calls into batched generates.
-    with ThreadPoolExecutor(max_workers=policy.batch_size) as pool:
-        futures = [pool.submit(run, i) for i in range(len(examples))]
-        bar = tqdm(
-            as_completed(futures),
-            total=len(futures),
-            disable=not progress,
-            desc=f"eval {task.name}/{split}",
-            unit="ex",
-        )
-        rollouts = sorted((f.result() for f in bar), key=lambda r: r.index)
+    rollouts = run_rollouts(
+        task, policy, examples, instructions, desc=f"eval {task.name}/{split}" if progress else None
+    )
     seconds = time.perf_counter() - t0
     k = max(len(rollouts), 1)
     return EvalResult(
@@ -112,9 +97,32 @@ def evaluate(
         rollouts_per_s=len(rollouts) / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         generate_calls=policy.stats.generate_calls - calls0,
-        instructions={name: p.signature.instructions for name, p in program.named_predictors()},
+        instructions={
+            name: p.signature.instructions for name, p in task.with_instructions(instructions).named_predictors()
+        },
         rollouts=rollouts,
     )
+
+
+def run_rollouts(
+    task: Task,
+    policy: Policy,
+    examples: list[dspy.Example],
+    instructions: dict[str, str] | None = None,
+    desc: str | None = None,
+) -> list[Rollout]:
+    """One rollout per example (in order), the program run as plain DSPy on the live policy.
+
+    One thread per batch slot: the engine turns their concurrent calls into batched generates.
+    `desc` shows a progress bar with that label; None shows none.
+    """
+    program = task.with_instructions(instructions)
+    lm = policy_lm(policy, engine=BatchingEngine(policy))
+    adapter = make_adapter(task.adapter)
+    with ThreadPoolExecutor(max_workers=policy.batch_size) as pool:
+        futures = [pool.submit(_rollout, task, program, lm, adapter, ex, i) for i, ex in enumerate(examples)]
+        bar = tqdm(as_completed(futures), total=len(futures), disable=desc is None, desc=desc, unit="ex")
+        return sorted((f.result() for f in bar), key=lambda r: r.index)
 
 
 def _rollout(
@@ -128,9 +136,7 @@ def _rollout(
             prediction = dict(pred.items())
         except AdapterParseError as e:
             parsed = False
-            feedback = Feedback(
-                0.0, parse_failure_feedback(task.adapter, e.signature, e.lm_response or "", e)
-            )
+            feedback = Feedback(0.0, parse_failure_feedback(task.adapter, e.signature, e.lm_response or "", e))
         except Exception as e:  # noqa: BLE001 - one failing example is data, the evaluation goes on
             parsed = False
             feedback = Feedback(0.0, f"The program failed on this example: {type(e).__name__}: {e}")

@@ -1,0 +1,127 @@
+"""One pydantic config tree, loaded from YAML. Every field has a default and says what it is.
+
+Invalid files fail before any model loads, naming the field and what is allowed:
+
+    fst optimize programs/chain_sum.yaml --set gepa.max_metric_calls=300
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+# A short, directive reflection prompt: a 1.5B reflection model follows it far better than gepa's stock
+# template (FACTS.md: 9/12 sensible proposals vs 1/6). gepa fills <curr_param> and <side_info>.
+DIRECTIVE_TEMPLATE = """You write instructions for a small AI assistant.
+
+Current instruction:
+```
+<curr_param>
+```
+
+Here are some inputs, the assistant's replies, and feedback on each reply:
+```
+<side_info>
+```
+
+Write an improved instruction. First state the task in one sentence. Then list short rules that fix \
+every problem the feedback points out (for example the exact form of the answer). Keep it under 100 words. \
+Do not copy the examples.
+
+Reply with only the new instruction, inside ``` blocks."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReflectionConfig(Strict):
+    model: str = Field("qwen2.5-coder-1.5b-instruct",
+                       description="endpoint model id, or a built-in GGUF served locally when base_url is unset")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; unset = local llama.cpp server")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key")
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(600, ge=16, description="longest reflection reply")
+    repeat_penalty: float | None = Field(1.1, description="llama.cpp repeat penalty; None for other servers")
+    timeout_s: float = Field(180, gt=0, description="per request")
+    retries: int = Field(2, ge=0, description="extra attempts after a failed request")
+    backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
+    n_ctx: int = Field(4096, ge=512, description="context of the local server")
+    template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>")
+
+    @field_validator("template")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        missing = [p for p in ("<curr_param>", "<side_info>") if p not in v]
+        if missing:
+            raise ValueError(f"the template must contain {missing}")
+        return v
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _not_a_key(cls, v: str | None) -> str | None:
+        if v and not v.replace("_", "").isalnum():
+            raise ValueError("give the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself")
+        return v
+
+
+class PolicyConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="model name (see `fst models`) or HF folder")
+    batch_size: int = Field(8, ge=1, description="rollouts per generate call")
+    max_new_tokens: int = Field(128, ge=1)
+    temperature: float = Field(0.0, ge=0, description="0 = greedy; GEPA scores are then deterministic")
+    seed: int = 0
+
+
+class GEPAConfig(Strict):
+    max_metric_calls: int = Field(200, ge=1, description="policy rollouts GEPA may spend per round")
+    reflection_minibatch_size: int = Field(3, ge=1, description="examples shown to the reflection LM")
+    population_size: int = Field(4, ge=1, description="K: candidates carried between rounds")
+    anchor_size: int = Field(24, ge=1, description="anchor (Pareto) set: the first N train examples")
+    use_merge: bool = Field(False, description="gepa's merge proposals (opt-in)")
+    seed: int = 0
+
+
+class OptimizeConfig(Strict):
+    task: str = Field(..., description="task name in programs/ or a path to a task file")
+    task_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the task's make_task()")
+    policy: PolicyConfig = PolicyConfig()
+    gepa: GEPAConfig = GEPAConfig()
+    reflection: ReflectionConfig = ReflectionConfig()
+    rounds: int = Field(1, ge=1, description="GEPA rounds (weights are frozen in `fst optimize`)")
+    test_n: int = Field(64, ge=1, description="test examples for the seed-vs-best comparison")
+    run_dir: str = Field("runs/optimize", description="where everything is written")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the field."""
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, model: type[BaseModel] = OptimizeConfig):
+    """Read YAML, apply `key.sub=value` overrides (values parsed as YAML), validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of fields, got {type(data).__name__}")
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. gepa.max_metric_calls=300")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        raise ConfigError(f"{path} is not a valid config:\n" + "\n".join(lines)) from None

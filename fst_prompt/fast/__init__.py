@@ -1,0 +1,1 @@
+"""Fast weights: a population of instructions evolved by GEPA on the live policy."""

