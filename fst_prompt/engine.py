@@ -52,10 +52,11 @@ class _Pending:
 class BatchingEngine:
     """A DSPy engine (`complete(Request) -> Response`) backed by a `Policy`, batching across threads."""
 
-    def __init__(self, policy: Policy, *, max_batch: int | None = None, gather_s: float = 0.05) -> None:
+    def __init__(self, policy: Policy, *, max_batch: int | None = None, gather_s: float = 0.05,
+                 idle_s: float = 2.0) -> None:
         self.policy = policy
         self.max_batch = max_batch or policy.batch_size
-        self.gather_s = gather_s
+        self.gather_s, self.idle_s = gather_s, idle_s
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -66,8 +67,11 @@ class BatchingEngine:
         conversation = _to_conversation(request)
         sampling = _sampling(self.policy.sampling, request.config)
         pending = _Pending(conversation, sampling, Future())
-        self._ensure_worker()
-        self._queue.put(pending)
+        with self._start_lock:  # see _run: a queued request always has a live worker
+            self._queue.put(pending)
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="fst-batching-engine", daemon=True)
+                self._worker.start()
         gen: Generation = pending.future.result()
         calls = _captured.get()
         if calls is not None:
@@ -88,15 +92,20 @@ class BatchingEngine:
 
     # -- batching ----------------------------------------------------------------------------------
 
-    def _ensure_worker(self) -> None:
-        with self._start_lock:
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._run, name="fst-batching-engine", daemon=True)
-                self._worker.start()
-
     def _run(self) -> None:
+        # The worker exits after `idle_s` without requests (engines are made per evaluation; idle threads
+        # must not pile up). It checks the queue under the lock `complete` queues under, so a request is
+        # either seen here or finds no worker and starts one.
         while True:
-            batch = [self._queue.get()]
+            try:
+                first = self._queue.get(timeout=self.idle_s)
+            except queue.Empty:
+                with self._start_lock:
+                    if self._queue.empty():
+                        self._worker = None
+                        return
+                continue
+            batch = [first]
             while len(batch) < self.max_batch:
                 try:
                     batch.append(self._queue.get(timeout=self.gather_s))

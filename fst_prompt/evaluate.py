@@ -97,9 +97,7 @@ def evaluate(
         rollouts_per_s=len(rollouts) / seconds if seconds > 0 else 0.0,
         seconds=seconds,
         generate_calls=policy.stats.generate_calls - calls0,
-        instructions={
-            name: p.signature.instructions for name, p in task.with_instructions(instructions).named_predictors()
-        },
+        instructions=task.seed_instructions() | (instructions or {}),
         rollouts=rollouts,
     )
 

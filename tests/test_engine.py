@@ -89,3 +89,16 @@ def test_multi_predictor_program_batches_each_stage(qa_task, tiny_policy):
     assert all(len(r.completions) == 2 for r in result.rollouts)
     assert result.generate_calls == 2 * math.ceil(8 / tiny_policy.batch_size)  # each stage in full batches
     assert result.instructions["final"] == "Restate the draft."
+
+
+def test_idle_worker_exits_and_restarts(tiny_policy):
+    import time
+
+    engine = BatchingEngine(tiny_policy, idle_s=0.1)
+    lm = policy_lm(tiny_policy, engine=engine)
+    with dspy.context(lm=lm, adapter=make_adapter("text")):
+        dspy.Predict("question -> answer")(question="hi")
+        time.sleep(0.5)
+        assert engine._worker is None  # no thread left behind
+        dspy.Predict("question -> answer")(question="again")  # a new worker starts on demand
+    assert tiny_policy.stats.generate_calls == 2
