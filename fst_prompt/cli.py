@@ -2,6 +2,7 @@
 
     fst eval --task basic_arithmetic --model smollm2-135m-instruct --split val --n 64 [--prompt prompts.json]
     fst optimize programs/chain_sum.yaml [--set gepa.max_metric_calls=300]
+    fst train programs/chain_sum-train.yaml [--set rl.steps=30] [--resume]
     fst models        # what model names resolve to, and whether they are converted yet
     fst tasks         # the tasks found in programs/
 
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="override a config field, e.g. --set gepa.max_metric_calls=300 (repeatable)")
     op.set_defaults(func=cmd_optimize)
 
+    tr = sub.add_parser("train", help="RL-only: GRPO on the weights with the seed instruction")
+    tr.add_argument("config", type=Path, help="YAML config (see programs/*-train.yaml)")
+    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set rl.steps=10 (repeatable)")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run dir")
+    tr.set_defaults(func=cmd_train)
+
     sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
     return parser
@@ -89,6 +97,14 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from fst_prompt.optimize import run_optimize
 
     run_optimize(load_config(args.config, args.overrides))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fst_prompt.config import TrainConfig, load_config
+    from fst_prompt.train import run_train
+
+    run_train(load_config(args.config, args.overrides, model=TrainConfig), resume=args.resume)
     return 0
 
 

@@ -8,7 +8,7 @@ Invalid files fail before any model loads, naming the field and what is allowed:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -94,6 +94,37 @@ class OptimizeConfig(Strict):
     rounds: int = Field(1, ge=1, description="GEPA rounds (weights are frozen in `fst optimize`)")
     test_n: int = Field(64, ge=1, description="test examples for the seed-vs-best comparison")
     run_dir: str = Field("runs/optimize", description="where everything is written")
+
+
+class RLConfig(Strict):
+    steps: int = Field(30, ge=1, description="RL steps (optimizer updates)")
+    problems_per_step: int = Field(2, ge=1, description="B: problems per step")
+    num_generations: int = Field(4, ge=2, description="G: rollouts per problem (paper: 8)")
+    learning_rate: float = Field(5e-6, gt=0)
+    warmup_steps: int = Field(2, ge=0, description="linear warm-up, then constant")
+    loss_type: Literal["cispo", "grpo", "dr_grpo", "dapo"] = Field("cispo", description="paper: CISPO")
+    epsilon_high: float = Field(4.0, gt=0, description="CISPO: upper truncation of the importance weight (paper ~4)")
+    beta: float = Field(1e-3, ge=0, description="KL penalty to the initial weights (paper 1e-3)")
+    max_completion_length: int = Field(64, ge=1)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of RL rollouts")
+    top_p: float = Field(1.0, gt=0, le=1)
+    lora: bool = Field(False, description="train a LoRA adapter instead of all weights")
+    lora_r: int = Field(16, ge=1)
+    save_every: int = Field(10, ge=1, description="checkpoint every N steps")
+    eval_every: int = Field(10, ge=1, description="val accuracy + KL probe every N steps")
+    eval_n: int = Field(64, ge=1, description="val examples per evaluation")
+    kl_probe_n: int = Field(16, ge=1, description="val prompts in the KL probe (x2: seed and no instruction)")
+    kl_samples: int = Field(2, ge=1, description="completions sampled per probe prompt")
+    report_to: str = Field("none", description="TRL tracking: none, tensorboard, wandb, mlflow")
+    seed: int = 0
+
+
+class TrainConfig(Strict):
+    task: str = Field(..., description="task name in programs/ or a path to a task file")
+    task_kwargs: dict[str, Any] = Field(default_factory=dict)
+    policy: PolicyConfig = PolicyConfig()
+    rl: RLConfig = RLConfig()
+    run_dir: str = Field("runs/train", description="where everything is written")
 
 
 class ConfigError(ValueError):

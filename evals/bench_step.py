@@ -1,0 +1,94 @@
+"""Step time of our trainer vs plain TRL `GRPOTrainer` on the same config, data and (fixed) prompts.
+
+    python evals/bench_step.py [--model smollm2-135m-instruct] [--steps 4] [--task chain_sum]
+
+Each (trainer, full/LoRA) case runs in its own subprocess so that its peak RSS is its own; the
+population is the seed instruction alone, so both trainers see identical prompts, and both are seeded
+alike, so they sample the same completions. The first step (warm-up) is excluded from the mean. Prints
+the ratio ours/plain per mode (target <= 1.10) and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def one_case(args: argparse.Namespace) -> None:
+    from transformers import TrainerCallback
+    from trl import GRPOTrainer
+
+    import fst_prompt  # noqa: F401 - offline environment
+    from fst_prompt.config import RLConfig
+    from fst_prompt.models import resolve_model
+    from fst_prompt.programs import load_task
+    from fst_prompt.slow.trainer import PopulationGRPOTrainer, build_trainer
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.times, self.t0 = [], 0.0
+
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            self.times.append(time.perf_counter() - self.t0)
+
+    task = load_task(args.task)
+    rl = RLConfig(steps=args.steps, problems_per_step=2, num_generations=4, max_completion_length=args.tokens,
+                  lora=args.lora, save_every=10_000, eval_every=10_000, warmup_steps=0)
+    timer = Timer()
+    cls = PopulationGRPOTrainer if args.case == "ours" else GRPOTrainer
+    with tempfile.TemporaryDirectory() as out:
+        trainer = build_trainer(task, resolve_model(args.model), rl, Path(out), callbacks=[timer], trainer_class=cls,
+                                log_completions=False)
+        trainer.train()
+    rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"case": args.case, "lora": args.lora, "step_times": timer.times,
+                      "mean_step_s": sum(timer.times[1:]) / max(len(timer.times) - 1, 1), "peak_rss_gib": rss_gib}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--task", default="chain_sum")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--tokens", type=int, default=48, help="max completion length")
+    ap.add_argument("--case", choices=["ours", "plain"])
+    ap.add_argument("--lora", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("evals/results/bench_step.json"))
+    args = ap.parse_args()
+    if args.case:
+        return one_case(args)
+
+    results = []
+    for lora in (False, True):
+        for case in ("plain", "ours", "plain", "ours"):  # interleaved: drift hits both alike
+            cmd = [sys.executable, __file__, "--case", case, "--model", args.model, "--task", args.task,
+                   "--steps", str(args.steps), "--tokens", str(args.tokens)] + (["--lora"] if lora else [])
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    report = {"model": args.model, "steps": args.steps, "runs": results}
+    for lora in (False, True):
+        mode = "LoRA" if lora else "full"
+        mean = {c: sum(r["mean_step_s"] for r in results if r["case"] == c and r["lora"] == lora) / 2
+                for c in ("plain", "ours")}
+        rss = {c: max(r["peak_rss_gib"] for r in results if r["case"] == c and r["lora"] == lora)
+               for c in ("plain", "ours")}
+        report[mode] = {"plain_step_s": mean["plain"], "ours_step_s": mean["ours"],
+                        "ratio": mean["ours"] / mean["plain"], "peak_rss_gib": rss}
+        print(f"{mode:4s}: plain {mean['plain']:.2f} s/step, ours {mean['ours']:.2f} s/step, "
+              f"ratio {mean['ours'] / mean['plain']:.3f} (target <= 1.10); peak RSS plain {rss['plain']:.2f} GiB, "
+              f"ours {rss['ours']:.2f} GiB")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

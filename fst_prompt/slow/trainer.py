@@ -1,0 +1,125 @@
+"""`PopulationGRPOTrainer`: TRL's GRPOTrainer with the population of contexts mixed inside each group.
+
+Each row of a generation batch is one rollout; TRL lays a problem's G rollouts out as G consecutive
+rows. We rewrite every row's prompt just before TRL generates (`_generate_and_score_completions`, the
+one hook TRL 1.16 gives for this; pinned `trl>=1.16,<1.17` and tested): row r gets context
+`assign_contexts(...)` (see `contexts.py`) rendered through the task's DSPy adapter. TRL then computes
+the group advantage once over all G rollouts of the problem, whatever context each used.
+
+Paper defaults (`build_trainer`): CISPO loss with the importance weight truncated above at 4, KL to the
+initial weights with beta = 1e-3, AdamW with a short warm-up. On CPU: no bf16, no gradient checkpointing.
+With LoRA the reference model is the base with the adapter disabled (TRL), so no second copy is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from fst_prompt.config import RLConfig
+from fst_prompt.render import render
+from fst_prompt.slow.contexts import assign_contexts
+from fst_prompt.slow.reward import TaskReward
+from fst_prompt.task import Task
+
+
+class PopulationGRPOTrainer(GRPOTrainer):
+    def __init__(self, *, task: Task, contexts: list[dict[str, str]] | None = None, **kwargs: Any) -> None:
+        if len(task.predictors) != 1:
+            raise ValueError(f"RL trains single-predictor programs; task {task.name!r} has "
+                             f"{[n for n, _ in task.predictors]}")
+        args = kwargs.get("args")
+        if args is not None and args.use_vllm and args.vllm_mode == "server":
+            raise ValueError(
+                "vllm_mode='server' samples all G rollouts of a group from one prompt, but each rollout "
+                "here has its own context; use vllm_mode='colocate' (one completion per rollout)"
+            )
+        self.task = task
+        self.predictor = task.predictors[0][0]
+        self.contexts = [task.seed_instructions()]
+        super().__init__(**kwargs)
+        self.set_population(contexts or self.contexts)
+
+    def set_population(self, contexts: list[dict[str, str]]) -> None:
+        """Contexts for the next generation batch (best first). Every process gets the main one's."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            box = [contexts]
+            broadcast_object_list(box, from_process=0)
+            contexts = box[0]
+        if not contexts:
+            raise ValueError("the population is empty")
+        for c in contexts:
+            self.task.check_instructions(c)
+        self.contexts = [dict(c) for c in contexts]
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        group = self.num_generations if self.model.training else self.num_generations_eval
+        first = self.accelerator.process_index * len(inputs)
+        ks = assign_contexts(len(inputs), group, len(self.contexts), first_row=first)
+        rows = []
+        for row, k in zip(inputs, ks, strict=True):
+            example = self.task.train[row["example_index"]]
+            prompt = render(self.task, example, self.contexts[k].get(self.predictor))
+            rows.append({**row, "prompt": prompt, "context_index": k})
+        return super()._generate_and_score_completions(rows)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if not torch.isfinite(loss if not isinstance(loss, tuple) else loss[0]).all():
+            raise FloatingPointError(
+                f"the loss is not finite at step {self.state.global_step}; training stopped before the update, "
+                f"so the last checkpoint in {self.args.output_dir} is intact. Lower rl.learning_rate or check "
+                "the rewards."
+            )
+        return loss
+
+
+def train_dataset(task: Task):
+    """One row per train problem: the seed-rendered prompt (replaced per rollout) and its index."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": render(task, ex), "example_index": i} for i, ex in enumerate(task.train)])
+
+
+def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
+    cuda = torch.cuda.is_available()
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(output_dir), max_steps=rl.steps, learning_rate=rl.learning_rate,
+        per_device_train_batch_size=rl.problems_per_step * rl.num_generations,
+        num_generations=rl.num_generations, max_completion_length=rl.max_completion_length,
+        temperature=rl.temperature, top_p=rl.top_p, loss_type=rl.loss_type, epsilon_high=rl.epsilon_high,
+        beta=rl.beta, warmup_steps=rl.warmup_steps, lr_scheduler_type="constant_with_warmup",
+        optim="adamw_torch", weight_decay=0.0, seed=rl.seed, logging_steps=1, report_to=rl.report_to,
+        save_strategy="steps", save_steps=rl.save_every, save_total_limit=2, save_only_model=False,
+        bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, gradient_checkpointing=False,
+        log_completions=True, num_completions_to_print=0, dataloader_num_workers=0,
+    )
+    return GRPOConfig(**(kwargs | overrides))
+
+
+def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path,
+                  contexts: list[dict[str, str]] | None = None, callbacks: list | None = None,
+                  trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, **overrides: Any) -> GRPOTrainer:
+    """A trainer with paper defaults. `trainer_class=GRPOTrainer` gives the plain baseline (bench)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    peft_config = None
+    if rl.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=rl.lora_r, lora_alpha=2 * rl.lora_r, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
+    args = grpo_args(rl, output_dir, **overrides)
+    kwargs: dict[str, Any] = dict(model=model, reward_funcs=TaskReward(task), args=args,
+                                  train_dataset=train_dataset(task),
+                                  processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
+    if trainer_class is PopulationGRPOTrainer or issubclass(trainer_class, PopulationGRPOTrainer):
+        kwargs |= {"task": task, "contexts": contexts}
+    return trainer_class(**kwargs)

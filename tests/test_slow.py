@@ -1,0 +1,120 @@
+"""Slow weights on the tiny model: the mixed-group hook, advantages, KL probe, a 2-step smoke run."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from fst_prompt.config import RLConfig
+from fst_prompt.slow.kl import kl_to_base
+from fst_prompt.slow.trainer import build_trainer
+
+CONTEXTS = [{"self": "Context A: add."}, {"self": "Context B: subtract."}]
+
+
+def rl(**changes):
+    base = dict(steps=2, problems_per_step=2, num_generations=4, max_completion_length=6, learning_rate=1e-3,
+                warmup_steps=0, save_every=100, eval_every=100)
+    return RLConfig(**(base | changes))
+
+
+def test_mixed_group_advantages_match_hand_computation(qa_task, tiny_path, tmp_path, monkeypatch):
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, contexts=CONTEXTS, shuffle_dataset=False)
+    seen = {}
+
+    def reward_by_context(prompts, completions, context_index, **kwargs):
+        seen["system"] = [p[0]["content"] for p in prompts]
+        seen["context_index"] = list(context_index)
+        return [float(k) for k in context_index]
+
+    reward_by_context.__name__ = "by_context"
+    trainer.reward_funcs = [reward_by_context]
+    trainer.reward_func_names = ["by_context"]
+    rows = [{"prompt": "unused", "example_index": i} for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    out = trainer._generate_and_score_completions(rows)
+
+    # G=4, K=2: contexts per group [0, 1, 0, 1]; rewards = context index = [0, 1, 0, 1] per group.
+    # One baseline per problem over all 4 rollouts: mean 0.5; std (unbiased) = sqrt(4 * 0.25 / 3) = 0.57735.
+    # advantage = (r - 0.5) / (0.57735 + 1e-4) = -0.86588 / +0.86588.
+    assert seen["context_index"] == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert seen["system"][0] == "Context A: add." and seen["system"][1] == "Context B: subtract."
+    expected = torch.tensor([-0.86588, 0.86588] * 4)
+    assert torch.allclose(out["advantages"], expected, atol=1e-4)
+
+
+def test_kl_probe_zero_for_identical_models_positive_after_perturbation(tiny_path, qa_task):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fst_prompt.render import render
+
+    tok = AutoTokenizer.from_pretrained(tiny_path)
+    base = AutoModelForCausalLM.from_pretrained(tiny_path)
+    model = copy.deepcopy(base)
+    convs = [render(qa_task, ex) for ex in qa_task.val[:4]]
+    same = kl_to_base(model, tok, convs, base=base, samples_per_prompt=2, max_new_tokens=8)
+    assert same.mean == 0.0 and same.n == 8
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
+    moved = kl_to_base(model, tok, convs, base=base, samples_per_prompt=2, max_new_tokens=8)
+    assert moved.mean > 3 * moved.stderr > 0
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_two_step_smoke_run(qa_task, tiny_path, tmp_path, lora):
+    trainer = build_trainer(qa_task, tiny_path, rl(lora=lora, lora_r=4), tmp_path, contexts=CONTEXTS)
+    before = snapshot(trainer.model)
+    trainer.train()
+    after = snapshot(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)  # the weights moved
+    if lora:
+        assert trainer.ref_model is None and all("lora_" in n for n in before)  # no second model copy
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in logs)
+    assert "kl" in logs[0] and "frac_reward_zero_std" in logs[0]
+    assert any(k.startswith("reward/context_") for k in logs[0])
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "completions" / "completions_00001.parquet")
+    systems = {p[0]["content"] for p in table["prompt"]}
+    assert systems == {"Context A: add.", "Context B: subtract."}  # >= 2 distinct contexts were rolled out
+    reward_col = next(c for c in table.columns if c.endswith("_metric"))
+    # The reward is the task metric: the tiny model never answers "200"-style sums.
+    assert set(table[reward_col]) == {0.0}
+
+
+def test_population_can_change_between_steps(qa_task, tiny_path, tmp_path):
+    trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path, contexts=CONTEXTS)
+    trainer.set_population([{"self": "Only context C."}])
+    trainer.train()
+    import pandas as pd
+
+    table = pd.read_parquet(tmp_path / "completions" / "completions_00001.parquet")
+    assert {p[0]["content"] for p in table["prompt"]} == {"Only context C."}
+    with pytest.raises(ValueError, match="the population is empty"):
+        trainer.set_population([])
+
+
+def test_non_finite_loss_stops_with_a_clear_message(qa_task, tiny_path, tmp_path, monkeypatch):
+    trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path, contexts=CONTEXTS)
+    from trl import GRPOTrainer
+
+    monkeypatch.setattr(GRPOTrainer, "compute_loss", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(FloatingPointError, match="last checkpoint .* is intact"):
+        trainer.train()
+
+
+def test_vllm_server_mode_is_refused(qa_task, tiny_path, tmp_path):
+    with pytest.raises(ValueError, match="vllm_mode='colocate'"):
+        build_trainer(qa_task, tiny_path, rl(), tmp_path, use_vllm=True, vllm_mode="server")
+
+
+def test_metrics_are_json_serialisable(qa_task, tiny_path, tmp_path):
+    trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path)
+    trainer.train()
+    json.dumps(trainer.state.log_history)
