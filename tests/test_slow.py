@@ -2,10 +2,12 @@
 
 import copy
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from fst_prompt import Feedback
 from fst_prompt.config import RLConfig
 from fst_prompt.slow.kl import kl_to_base
 from fst_prompt.slow.trainer import build_trainer
@@ -65,8 +67,15 @@ def snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def variety(gold, pred):
+    """A graded metric, so that random-weight rollouts get different rewards (and gradients)."""
+    text = str(pred.answer)
+    return Feedback(len(set(text)) / max(len(text), 1), "graded by character variety")
+
+
 @pytest.mark.parametrize("lora", [False, True])
 def test_two_step_smoke_run(qa_task, tiny_path, tmp_path, lora):
+    qa_task.metric = variety
     trainer = build_trainer(qa_task, tiny_path, rl(lora=lora, lora_r=4), tmp_path, contexts=CONTEXTS)
     before = snapshot(trainer.model)
     trainer.train()
@@ -84,8 +93,10 @@ def test_two_step_smoke_run(qa_task, tiny_path, tmp_path, lora):
     systems = {p[0]["content"] for p in table["prompt"]}
     assert systems == {"Context A: add.", "Context B: subtract."}  # >= 2 distinct contexts were rolled out
     reward_col = next(c for c in table.columns if c.endswith("_metric"))
-    # The reward is the task metric: the tiny model never answers "200"-style sums.
-    assert set(table[reward_col]) == {0.0}
+    # The reward is the task's metric on the parsed completion.
+    for completion, reward in zip(table["completion"], table[reward_col], strict=True):
+        text = completion[-1]["content"] if not isinstance(completion, str) else completion
+        assert reward == pytest.approx(variety(None, SimpleNamespace(answer=text.strip())).score)
 
 
 def test_population_can_change_between_steps(qa_task, tiny_path, tmp_path):
@@ -118,3 +129,21 @@ def test_metrics_are_json_serialisable(qa_task, tiny_path, tmp_path):
     trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path)
     trainer.train()
     json.dumps(trainer.state.log_history)
+
+
+@pytest.mark.slow
+def test_smollm2_two_steps(tmp_path):
+    """The real default model: two mixed-context GRPO steps move the weights."""
+    from fst_prompt.models import resolve_model
+    from fst_prompt.programs import load_task
+
+    task = load_task("chain_sum", sizes=(8, 8, 8))
+    contexts = [task.seed_instructions(), {"self": "Add or subtract the two numbers. Reply with the number only."}]
+    trainer = build_trainer(task, resolve_model("smollm2-135m-instruct"), rl(max_completion_length=24,
+                            learning_rate=1e-5), tmp_path, contexts=contexts)
+    before = snapshot(trainer.model)
+    trainer.train()
+    after = snapshot(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and "reward/context_0" in logs[0] and "reward/context_1" in logs[0]
