@@ -116,7 +116,20 @@ class RLConfig(Strict):
     kl_probe_n: int = Field(16, ge=1, description="val prompts in the KL probe (x2: seed and no instruction)")
     kl_samples: int = Field(2, ge=1, description="completions sampled per probe prompt")
     report_to: str = Field("none", description="TRL tracking: none, tensorboard, wandb, mlflow")
+    use_vllm: bool = Field(False, description="generate RL rollouts with vLLM (GPU, `pip install -e '.[vllm]'`)")
+    vllm_mode: Literal["colocate"] = Field(
+        "colocate", description="only colocate: TRL's server mode samples a whole group from one prompt, but "
+        "each rollout here has its own context")
     seed: int = 0
+
+    @field_validator("use_vllm")
+    @classmethod
+    def _vllm_installed(cls, v: bool) -> bool:
+        import importlib.util
+
+        if v and importlib.util.find_spec("vllm") is None:
+            raise ValueError("vllm is not installed: `pip install -e '.[vllm]'` on a CUDA machine, or set false")
+        return v
 
 
 class TrainConfig(Strict):

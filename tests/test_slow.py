@@ -147,3 +147,15 @@ def test_smollm2_two_steps(tmp_path):
     assert any(not torch.equal(before[n], after[n]) for n in before)
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and "reward/context_0" in logs[0] and "reward/context_1" in logs[0]
+
+
+def test_vllm_settings_are_validated_before_any_model_loads():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="colocate"):
+        RLConfig(use_vllm=False, vllm_mode="server")
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:  # the CPU machines this suite runs on
+        with pytest.raises(ValidationError, match="vllm is not installed"):
+            RLConfig(use_vllm=True)

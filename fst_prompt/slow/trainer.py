@@ -98,6 +98,7 @@ def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
         save_strategy="steps", save_steps=rl.save_every, save_total_limit=2, save_only_model=False,
         bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, gradient_checkpointing=False,
         log_completions=True, num_completions_to_print=0, dataloader_num_workers=0,
+        use_vllm=rl.use_vllm, vllm_mode=rl.vllm_mode,
     )
     return GRPOConfig(**(kwargs | overrides))
 
