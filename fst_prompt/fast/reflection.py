@@ -29,9 +29,9 @@ from typing import Any
 
 from fst_prompt.config import ReflectionConfig
 
-_NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup` (it installs "
-              "llama-cpp-python[server], a ~6-minute compile the first time), or set reflection.base_url to an "
-              "OpenAI-compatible endpoint")
+_NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (or "
+              "`pip install -e '.[reflect]'`; a 6-8 minute compile the first time), or set reflection.base_url "
+              "to an OpenAI-compatible endpoint")
 
 
 class ReflectionError(RuntimeError):
