@@ -3,6 +3,7 @@
     fst eval --task basic_arithmetic --model smollm2-135m-instruct --split val --n 64 [--prompt prompts.json]
     fst optimize programs/chain_sum.yaml [--set gepa.max_metric_calls=300]
     fst train programs/chain_sum-train.yaml [--set rl.steps=30] [--resume]
+    fst run programs/chain_sum-fst.yaml [--set loop.mode=rl] [--resume]
     fst models        # what model names resolve to, and whether they are converted yet
     fst tasks         # the tasks found in programs/
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"fst {args.command}: error: {e}", file=sys.stderr)
         return 2
 
@@ -61,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="override a config field, e.g. --set rl.steps=10 (repeatable)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run dir")
     tr.set_defaults(func=cmd_train)
+
+    rn = sub.add_parser("run", help="the FST loop (or an rl / gepa / gepa-then-rl baseline): loop.mode")
+    rn.add_argument("config", type=Path, help="YAML config (see programs/*-fst.yaml)")
+    rn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set loop.mode=rl (repeatable)")
+    rn.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
+    rn.set_defaults(func=cmd_run)
 
     sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
@@ -105,6 +113,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from fst_prompt.train import run_train
 
     run_train(load_config(args.config, args.overrides, model=TrainConfig), resume=args.resume)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fst_prompt.config import RunConfig, load_config
+    from fst_prompt.loop import run_loop
+
+    run_loop(load_config(args.config, args.overrides, model=RunConfig), resume=args.resume)
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # A short, directive reflection prompt: a 1.5B reflection model follows it far better than gepa's stock
 # template (FACTS.md: 9/12 sensible proposals vs 1/6). gepa fills <curr_param> and <side_info>.
@@ -138,6 +138,33 @@ class TrainConfig(Strict):
     policy: PolicyConfig = PolicyConfig()
     rl: RLConfig = RLConfig()
     run_dir: str = Field("runs/train", description="where everything is written")
+
+
+class LoopConfig(Strict):
+    mode: Literal["fst", "rl", "gepa", "gepa-then-rl"] = Field(
+        "fst", description="fst: GEPA round then T RL steps each cycle; rl: RL with the seed instruction; gepa: "
+        "GEPA rounds on frozen weights; gepa-then-rl: one GEPA round, then RL with its best instruction")
+    cycles: int = Field(5, ge=1, description="fast/slow cycles")
+    steps_per_cycle: int = Field(6, ge=1, description="T: RL steps after each fast step (paper: 6)")
+    eval_n: int = Field(64, ge=1, description="val examples evaluated after every cycle")
+
+
+class RunConfig(Strict):
+    task: str = Field(..., description="task name in programs/ or a path to a task file")
+    task_kwargs: dict[str, Any] = Field(default_factory=dict)
+    policy: PolicyConfig = PolicyConfig()
+    gepa: GEPAConfig = GEPAConfig()
+    reflection: ReflectionConfig = ReflectionConfig()
+    rl: RLConfig = RLConfig()
+    loop: LoopConfig = LoopConfig()
+    run_dir: str = Field("runs/fst", description="where everything is written")
+
+    @model_validator(mode="after")
+    def _checkpoints_land_on_cycle_ends(self) -> RunConfig:
+        if self.loop.steps_per_cycle % self.rl.save_every:
+            raise ValueError(f"rl.save_every ({self.rl.save_every}) must divide loop.steps_per_cycle "
+                             f"({self.loop.steps_per_cycle}), so that every slow phase ends on a checkpoint")
+        return self
 
 
 class ConfigError(ValueError):

@@ -42,3 +42,12 @@ def tiny_policy(tiny_path):
     from fst_prompt.policy import Policy, Sampling
 
     return Policy.load(tiny_path, batch_size=4, sampling=Sampling(max_new_tokens=8))
+
+
+@pytest.fixture
+def endpoint():
+    from tests.scripted import start_fake_openai
+
+    url, server = start_fake_openai()
+    yield url
+    server.shutdown()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from types import SimpleNamespace
 
 from fst_prompt.policy import Generation, Policy, Sampling
@@ -45,3 +48,33 @@ class ScriptedClient:
             raise reply
         usage = SimpleNamespace(prompt_tokens=100, completion_tokens=20)
         return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=reply))], usage=usage)
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    auth_headers: list[str] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        length = int(self.headers["Content-Length"])
+        json.loads(self.rfile.read(length))
+        FakeOpenAI.auth_headers.append(self.headers.get("Authorization", ""))
+        body = json.dumps({
+            "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "```\nAdd the numbers. Reply with digits.\n```"}}],
+            "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
+        }).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def start_fake_openai() -> tuple[str, HTTPServer]:
+    """A scripted OpenAI-compatible chat endpoint on loopback; returns (base_url, server)."""
+    server = HTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/v1", server

@@ -5,46 +5,16 @@ run directory, per-round files, prompts.json, the API key used but written nowhe
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import yaml
 
 from fst_prompt.cli import main
+from tests.scripted import FakeOpenAI
 
 SECRET = "sk-test-5f3c9a1e-do-not-write-me"
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
-    auth_headers: list[str] = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        length = int(self.headers["Content-Length"])
-        json.loads(self.rfile.read(length))
-        FakeOpenAI.auth_headers.append(self.headers.get("Authorization", ""))
-        body = json.dumps({
-            "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "```\nAdd the numbers. Reply with digits.\n```"}}],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def endpoint():
-    server = HTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
 
 
 def write_config(tmp_path, tiny_path, endpoint, **extra):

@@ -79,11 +79,13 @@ class PopulationGRPOTrainer(GRPOTrainer):
         return loss
 
 
-def train_dataset(task: Task):
-    """One row per train problem: the seed-rendered prompt (replaced per rollout) and its index."""
+def train_dataset(task: Task, order: list[int] | None = None):
+    """One row per train problem, in `order` (default: as given): the seed-rendered prompt (replaced per
+    rollout) and the problem's index in the train split."""
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": render(task, ex), "example_index": i} for i, ex in enumerate(task.train)])
+    order = list(range(len(task.train))) if order is None else order
+    return Dataset.from_list([{"prompt": render(task, task.train[i]), "example_index": i} for i in order])
 
 
 def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
@@ -105,7 +107,8 @@ def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
 
 def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path,
                   contexts: list[dict[str, str]] | None = None, callbacks: list | None = None,
-                  trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, **overrides: Any) -> GRPOTrainer:
+                  trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, order: list[int] | None = None,
+                  **overrides: Any) -> GRPOTrainer:
     """A trainer with paper defaults. `trainer_class=GRPOTrainer` gives the plain baseline (bench)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -119,7 +122,7 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path,
                                  task_type="CAUSAL_LM")
     args = grpo_args(rl, output_dir, **overrides)
     kwargs: dict[str, Any] = dict(model=model, reward_funcs=TaskReward(task), args=args,
-                                  train_dataset=train_dataset(task),
+                                  train_dataset=train_dataset(task, order),
                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     if trainer_class is PopulationGRPOTrainer or issubclass(trainer_class, PopulationGRPOTrainer):
         kwargs |= {"task": task, "contexts": contexts}

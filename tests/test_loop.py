@@ -1,0 +1,102 @@
+"""The FST loop on the tiny model with a scripted reflection endpoint: modes, ledger, crash + resume."""
+
+import json
+
+import pytest
+import yaml
+
+from fst_prompt import loop
+from fst_prompt.cli import main
+from fst_prompt.config import ConfigError, RunConfig, load_config
+from fst_prompt.state import RunState
+
+
+def config(tmp_path, tiny_path, endpoint, **changes):
+    data = {"task": "chain_sum", "task_kwargs": {"sizes": [16, 4, 4]},
+            "policy": {"model": str(tiny_path), "batch_size": 4, "max_new_tokens": 4},
+            "gepa": {"max_metric_calls": 10, "population_size": 2, "reflection_minibatch_size": 2},
+            "reflection": {"model": "fake", "base_url": endpoint, "retries": 0},
+            "rl": {"problems_per_step": 2, "num_generations": 2, "max_completion_length": 4, "save_every": 1,
+                   "learning_rate": 1e-3, "warmup_steps": 0},
+            "loop": {"mode": "fst", "cycles": 2, "steps_per_cycle": 2, "eval_n": 4},
+            "run_dir": str(tmp_path / "run")}
+    for key, value in changes.items():
+        section, field = key.split("__")
+        data[section][field] = value
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path, model=RunConfig)
+
+
+def comparable(state: RunState) -> dict:
+    ledger = {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")}
+    return {"cycle": state.cycle, "phase": state.phase, "ledger": ledger,
+            "population": [c["id"] for c in state.population["candidates"]]}
+
+
+def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
+    state = loop.run_loop(config(tmp_path, tiny_path, endpoint), progress=False)
+    run = tmp_path / "run"
+    assert state.cycle == 2 and state.phase == "fast"
+    assert state.ledger.rl_steps == 4 and state.ledger.rl_rollouts == 4 * 2 * 2
+    assert state.ledger.gepa_rollouts > 0 and state.ledger.reflection_calls >= 1
+    cycles = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [c["cycle"] for c in cycles] == [0, 1] and [c["rl_steps"] for c in cycles] == [2, 4]
+    assert len((run / "rounds.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))[-1] == "checkpoint-4"
+
+
+def test_anchor_is_the_problems_the_next_steps_use():
+    order = loop.problem_order(10, seed=0)
+    assert sorted(order) == list(range(10)) and order == loop.problem_order(10, seed=0)
+    assert loop.upcoming(order, first_step=0, steps=2, per_step=2) == order[:4]
+    assert loop.upcoming(order, first_step=4, steps=2, per_step=2) == order[8:] + order[:2]  # next epoch
+
+
+@pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow"])
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpoint, monkeypatch, crash_in):
+    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint), progress=False)
+
+    cfg = config(tmp_path / "b", tiny_path, endpoint)
+    real_slow = loop._slow_phase
+    calls = {"n": 0}
+
+    def crashing_slow(trainer, population, mode, target, state):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second cycle's slow phase
+            if crash_in == "middle_of_slow":
+                trainer.args.max_steps = target - 1  # one of its two steps done and checkpointed
+                trainer.train(resume_from_checkpoint=True)
+            raise KeyboardInterrupt("simulated crash")
+        return real_slow(trainer, population, mode, target, state)
+
+    monkeypatch.setattr(loop, "_slow_phase", crashing_slow)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_loop(cfg, progress=False)
+    saved = RunState.load(tmp_path / "b" / "run")
+    assert (saved.cycle, saved.phase) == (1, "slow")
+    monkeypatch.setattr(loop, "_slow_phase", real_slow)
+    resumed = loop.run_loop(cfg, resume=True, progress=False)
+    assert comparable(resumed) == comparable(uninterrupted)
+
+
+def test_modes(tmp_path, tiny_path, endpoint):
+    rl = loop.run_loop(config(tmp_path / "rl", tiny_path, "http://127.0.0.1:9/v1", loop__mode="rl",
+                              loop__cycles=1), progress=False)
+    assert rl.ledger.gepa_rollouts == 0 and rl.ledger.rl_steps == 2  # never reached the (dead) endpoint
+    gepa = loop.run_loop(config(tmp_path / "g", tiny_path, endpoint, loop__mode="gepa", loop__cycles=1),
+                         progress=False)
+    assert gepa.ledger.rl_steps == 0 and gepa.ledger.gepa_rollouts > 0
+    assert not (tmp_path / "g" / "run" / "checkpoints").exists()
+
+
+def test_config_and_cli_errors(tmp_path, tiny_path, endpoint, capsys):
+    with pytest.raises(ConfigError, match="rl.save_every .* must divide loop.steps_per_cycle"):
+        config(tmp_path, tiny_path, endpoint, rl__save_every=3)
+    with pytest.raises(ConfigError, match="loop.mode"):
+        config(tmp_path, tiny_path, endpoint, loop__mode="slow-only")
+    cfg_path = tmp_path / "config.yaml"
+    config(tmp_path, tiny_path, endpoint)
+    assert main(["run", str(cfg_path), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
