@@ -4,6 +4,7 @@
     fst optimize programs/chain_sum.yaml [--set gepa.max_metric_calls=300]
     fst train programs/chain_sum-train.yaml [--set rl.steps=30] [--resume]
     fst run programs/chain_sum-fst.yaml [--set loop.mode=rl] [--resume]
+    fst plot runs/fst runs/rl [--out runs/plots]
     fst models        # what model names resolve to, and whether they are converted yet
     fst tasks         # the tasks found in programs/
 
@@ -70,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     rn.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
     rn.set_defaults(func=cmd_run)
 
+    pl = sub.add_parser("plot", help="accuracy / KL / fast-weight figures for one or several run dirs")
+    pl.add_argument("run_dirs", type=Path, nargs="+")
+    pl.add_argument("--out", type=Path, help="folder for the PNGs (default: <first run dir>/plots)")
+    pl.set_defaults(func=cmd_plot)
+
     sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
     return parser
@@ -121,6 +127,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fst_prompt.loop import run_loop
 
     run_loop(load_config(args.config, args.overrides, model=RunConfig), resume=args.resume)
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from fst_prompt.plots import plot_runs
+
+    for path in plot_runs(args.run_dirs, args.out or args.run_dirs[0] / "plots"):
+        print(f"wrote {path}")
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from fst_prompt.config import RunConfig
+from fst_prompt.plots import plot_runs
 from fst_prompt.state import RunState, write_text_atomic
 
 
@@ -63,6 +64,8 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
             print(_cycle_line(record))
             state.cycle += 1
             _commit(state, run_dir, population, phase="fast")
+    for path in plot_runs([run_dir], run_dir / "plots"):
+        print(f"wrote {path}")
     return state
 
 

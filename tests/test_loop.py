@@ -100,3 +100,13 @@ def test_config_and_cli_errors(tmp_path, tiny_path, endpoint, capsys):
     config(tmp_path, tiny_path, endpoint)
     assert main(["run", str(cfg_path), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_plots_from_runs(tmp_path, tiny_path, endpoint, capsys):
+    loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, loop__cycles=1), progress=False)
+    run = tmp_path / "a" / "run"
+    assert {p.name for p in (run / "plots").iterdir()} == {"accuracy.png", "kl_vs_accuracy.png", "fast_weights.png"}
+    assert main(["plot", str(run), str(run), "--out", str(tmp_path / "figs")]) == 0
+    assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in ("accuracy.png", "kl_vs_accuracy.png"))
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "is" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""Figures from one or several run directories (PNG, matplotlib):
+
+- accuracy.png: val accuracy (best instruction) vs RL step, and vs total policy rollouts (RL + GEPA);
+- kl_vs_accuracy.png: KL(pi || pi_base) on the probe set vs val accuracy, one point per cycle;
+- fast_weights.png: accepted proposals and population size per cycle.
+
+    fst plot runs/fst runs/rl --out runs/plots
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_cycles(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a `fst run` directory?")
+    by_cycle = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        by_cycle[record["cycle"]] = record  # a cycle evaluated twice (crash + resume): the last one counts
+    return [by_cycle[c] for c in sorted(by_cycle)]
+
+
+def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {_label(Path(d)): load_cycles(Path(d)) for d in run_dirs}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, cycles in runs.items():
+        acc = [c["val_accuracy_best"] for c in cycles]
+        ax1.plot([c["rl_steps"] for c in cycles], acc, marker="o", label=label)
+        ax2.plot([c["total_rollouts"] for c in cycles], acc, marker="o", label=label)
+    _axes(ax1, "RL steps", "val accuracy (best instruction)")
+    _axes(ax2, "policy rollouts (RL + GEPA)", "val accuracy (best instruction)")
+    written.append(_save(fig, out_dir / "accuracy.png"))
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, cycles in runs.items():
+        ax.plot([c["val_accuracy_best"] for c in cycles], [c["kl"] for c in cycles], marker="o", label=label)
+    _axes(ax, "val accuracy (best instruction)", "KL(π‖π_base), nats per sequence")
+    written.append(_save(fig, out_dir / "kl_vs_accuracy.png"))
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for label, cycles in runs.items():
+        xs = [c["cycle"] for c in cycles]
+        accepted = [c["proposals_accepted"] for c in cycles]
+        ax1.plot(xs, [b - a for a, b in zip([0, *accepted[:-1]], accepted, strict=True)], marker="o", label=label)
+        ax2.plot(xs, [c["population"] for c in cycles], marker="o", label=label)
+    _axes(ax1, "cycle", "proposals accepted in the cycle")
+    _axes(ax2, "cycle", "population size")
+    written.append(_save(fig, out_dir / "fast_weights.png"))
+    return written
+
+
+def _label(run_dir: Path) -> str:
+    cycles = load_cycles(run_dir)
+    return f"{run_dir.name} ({cycles[0]['mode']})" if cycles else run_dir.name
+
+
+def _axes(ax: Any, xlabel: str, ylabel: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
