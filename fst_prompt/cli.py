@@ -51,25 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
 
-    op = sub.add_parser("optimize", help="GEPA-only: evolve the instructions on frozen weights")
-    op.add_argument("config", type=Path, help="YAML config (see programs/*.yaml)")
-    op.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set gepa.max_metric_calls=300 (repeatable)")
-    op.set_defaults(func=cmd_optimize)
-
-    tr = sub.add_parser("train", help="RL-only: GRPO on the weights with the seed instruction")
-    tr.add_argument("config", type=Path, help="YAML config (see programs/*-train.yaml)")
-    tr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set rl.steps=10 (repeatable)")
-    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in the run dir")
-    tr.set_defaults(func=cmd_train)
-
-    rn = sub.add_parser("run", help="the FST loop (or an rl / gepa / gepa-then-rl baseline): loop.mode")
-    rn.add_argument("config", type=Path, help="YAML config (see programs/*-fst.yaml)")
-    rn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a config field, e.g. --set loop.mode=rl (repeatable)")
-    rn.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
-    rn.set_defaults(func=cmd_run)
+    _config_command(sub, "optimize", cmd_optimize, "GEPA-only: evolve the instructions on frozen weights",
+                    "programs/chain_sum.yaml", "gepa.max_metric_calls=300", resume=False)
+    _config_command(sub, "train", cmd_train, "RL-only: GRPO on the weights with the seed instruction",
+                    "programs/chain_sum-train.yaml", "rl.steps=10")
+    _config_command(sub, "run", cmd_run, "the FST loop, or a baseline (loop.mode: fst, rl, gepa, gepa-then-rl)",
+                    "programs/chain_sum-fst.yaml", "loop.mode=rl")
 
     pl = sub.add_parser("plot", help="accuracy / KL / fast-weight figures for one or several run dirs")
     pl.add_argument("run_dirs", type=Path, nargs="+")
@@ -79,6 +66,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
     return parser
+
+
+def _config_command(sub: Any, name: str, func: Any, help: str, example: str, override: str,
+                    resume: bool = True) -> None:
+    """A subcommand driven by a YAML config: `fst <name> <config> [--set key=value ...] [--resume]`."""
+    cmd = sub.add_parser(name, help=help)
+    cmd.add_argument("config", type=Path, help=f"YAML config, e.g. {example}")
+    cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help=f"override a config field, e.g. --set {override} (repeatable)")
+    if resume:
+        cmd.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
+    cmd.set_defaults(func=func)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
