@@ -5,6 +5,7 @@
     fst train programs/chain_sum-train.yaml [--set rl.steps=30] [--resume]
     fst run programs/chain_sum-fst.yaml [--set loop.mode=rl] [--resume]
     fst plot runs/fst runs/rl [--out runs/plots]
+    fst export runs/fst --out exported/
     fst models        # what model names resolve to, and whether they are converted yet
     fst tasks         # the tasks found in programs/
 
@@ -62,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dirs", type=Path, nargs="+")
     pl.add_argument("--out", type=Path, help="folder for the PNGs (default: <first run dir>/plots)")
     pl.set_defaults(func=cmd_plot)
+
+    ex = sub.add_parser("export", help="prompts.json, DSPy program.json, model folder and card from a run dir")
+    ex.add_argument("run_dir", type=Path)
+    ex.add_argument("--out", type=Path, required=True)
+    ex.set_defaults(func=cmd_export)
 
     sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
     sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
@@ -133,6 +139,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from fst_prompt.plots import plot_runs
 
     for path in plot_runs(args.run_dirs, args.out or args.run_dirs[0] / "plots"):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fst_prompt.export import export_run
+
+    for path in export_run(args.run_dir, args.out):
         print(f"wrote {path}")
     return 0
 

@@ -110,3 +110,56 @@ def test_plots_from_runs(tmp_path, tiny_path, endpoint, capsys):
     assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in ("accuracy.png", "kl_vs_accuracy.png"))
     assert main(["plot", str(tmp_path)]) == 2
     assert "is" in capsys.readouterr().err
+
+
+PLAIN_DSPY = """
+import json, sys
+import dspy  # plain DSPy: fst_prompt is never imported here
+assert "fst_prompt" not in sys.modules
+
+class ChainSum(dspy.Signature):
+    question: str = dspy.InputField()
+    answer: str = dspy.OutputField(desc="the integer result, digits only")
+
+program = dspy.Predict(ChainSum)
+program.load(sys.argv[1])
+lm = dspy.utils.dummies.DummyLM([{"answer": "7"}], adapter=dspy.ChatAdapter())
+with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+    pred = program(question="3 + 4 =")
+print(json.dumps({"instructions": program.signature.instructions, "answer": pred.answer,
+                  "messages": lm.history[-1]["messages"]}))
+"""
+
+
+def test_export_loads_in_plain_dspy(tmp_path, tiny_path, endpoint):
+    import subprocess
+    import sys
+
+    import dspy
+
+    from fst_prompt.cli import main as fst
+
+    cfg = config(tmp_path, tiny_path, endpoint, loop__cycles=1)
+    loop.run_loop(cfg, progress=False)
+    out = tmp_path / "export"
+    assert fst(["export", cfg.run_dir, "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"prompts.json", "program.json", "model", "README.md"}
+    assert (out / "model" / "model.safetensors").is_file() and not (out / "model" / "optimizer.pt").exists()
+    prompts = json.loads((out / "prompts.json").read_text())
+
+    script = tmp_path / "plain.py"
+    script.write_text(PLAIN_DSPY)
+    done = subprocess.run([sys.executable, str(script), str(out / "program.json")], capture_output=True, text=True,
+                          cwd=tmp_path, env={"LITELLM_LOCAL_MODEL_COST_MAP": "True", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    assert plain["instructions"] == prompts["instructions"]["self"] and plain["answer"] == "7"
+
+    # The in-memory program with the learned instruction sends the same messages and predicts the same.
+    from fst_prompt.programs import load_task
+
+    task = load_task("chain_sum", sizes=(16, 4, 4))
+    lm = dspy.utils.dummies.DummyLM([{"answer": "7"}], adapter=dspy.ChatAdapter())
+    with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+        pred = task.with_instructions(prompts["instructions"])(question="3 + 4 =")
+    assert pred.answer == plain["answer"] and lm.history[-1]["messages"] == plain["messages"]

@@ -1,0 +1,88 @@
+"""`fst export <run_dir> --out DIR`: what a run learned, in forms other tools load without fst_prompt.
+
+- `prompts.json`: the best instructions `{predictor: text}` plus the population with its scores;
+- `program.json`: the DSPy program with the learned instructions (`program.save`); plain `dspy` loads it
+  into the same module with `program.load("program.json")`;
+- `model/`: the trained weights from the last checkpoint (a full HF model folder, or the LoRA adapter);
+- `README.md`: a model card with the run's measured figures.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from fst_prompt.state import RunState, write_json_atomic, write_text_atomic
+
+# Trainer state in a TRL checkpoint that a model folder does not need.
+_TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
+
+
+def export_run(run_dir: Path, out: Path) -> list[Path]:
+    from fst_prompt.config import RunConfig, load_config
+    from fst_prompt.fast.population import Population
+    from fst_prompt.programs import load_task
+
+    run_dir, out = Path(run_dir), Path(out)
+    config = load_config(run_dir / "config.yaml", model=RunConfig)
+    state = RunState.load(run_dir)
+    task = load_task(config.task, **config.task_kwargs)
+    population = Population.from_json(state.population)
+    best = population.best()
+    out.mkdir(parents=True, exist_ok=True)
+
+    write_json_atomic(out / "prompts.json", {"instructions": best.instructions, "best_id": best.id,
+                                             "population": population.to_json()})
+    task.with_instructions(best.instructions).save(str(out / "program.json"))
+    written = [out / "prompts.json", out / "program.json"]
+    model_dir = _copy_last_checkpoint(run_dir / "checkpoints", out / "model")
+    if model_dir:
+        written.append(model_dir)
+    last = _last_metrics(run_dir)
+    write_text_atomic(out / "README.md", _model_card(config, state, best.instructions, last, model_dir))
+    written.append(out / "README.md")
+    return written
+
+
+def _copy_last_checkpoint(checkpoints: Path, dest: Path) -> Path | None:
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not found:
+        return None  # gepa mode: the weights never changed
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(found[-1], tmp, ignore=lambda d, names: [n for n in names if n in _TRAINING_ONLY])
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def _last_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _model_card(config: Any, state: RunState, instructions: dict[str, str], last: dict[str, Any],
+                model_dir: Path | None) -> str:
+    ledger = state.ledger
+    rows = "\n".join(f"| {k} | {v} |" for k, v in (
+        ("mode", config.loop.mode), ("policy", config.policy.model), ("cycles completed", state.cycle),
+        ("RL steps", ledger.rl_steps), ("RL rollouts", ledger.rl_rollouts), ("GEPA rollouts", ledger.gepa_rollouts),
+        ("proposals accepted / tried", f"{ledger.proposals_accepted} / {ledger.proposals_tried}"),
+        ("val accuracy, best instruction", last.get("val_accuracy_best", "n/a")),
+        ("val accuracy, seed instruction", last.get("val_accuracy_seed", "n/a")),
+        ("KL to base (probe, nats/sequence)", last.get("kl", "n/a")),
+        ("fast / slow wall time (s)", f"{ledger.fast_seconds:.0f} / {ledger.slow_seconds:.0f}")))
+    prompts = "\n".join(f"- `{name}`:\n\n```\n{text}\n```" for name, text in instructions.items())
+    if model_dir:
+        kind = "a LoRA adapter" if (model_dir / "adapter_config.json").exists() else "a full model"
+        weights = f"`model/` holds the trained weights ({kind})."
+    else:
+        weights = "No weights: this run only evolved instructions (gepa mode)."
+    return (f"# {config.task}: trained with fst-prompt ({config.loop.mode})\n\n"
+            f"Measured by the run (val split, n = {config.loop.eval_n}):\n\n| | |\n|---|---|\n{rows}\n\n"
+            f"## Learned instructions\n\n{prompts}\n\n## Files\n\n{weights} `program.json` loads into the task's "
+            "DSPy module with `program.load(...)`; `prompts.json` holds the population with its scores.\n\n"
+            "Base model license: Apache-2.0 (see the model folder's LICENSE / NOTICE).\n")
