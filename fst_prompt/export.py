@@ -47,12 +47,14 @@ def export_run(run_dir: Path, out: Path) -> list[Path]:
 
 
 def _copy_last_checkpoint(checkpoints: Path, dest: Path) -> Path | None:
-    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not found:
+    from fst_prompt.loop import last_complete_checkpoint
+
+    last = last_complete_checkpoint(checkpoints) if checkpoints.is_dir() else None
+    if last is None:
         return None  # gepa mode: the weights never changed
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(found[-1], tmp, ignore=lambda d, names: [n for n in names if n in _TRAINING_ONLY])
+    shutil.copytree(last, tmp, ignore=lambda d, names: [n for n in names if n in _TRAINING_ONLY])
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

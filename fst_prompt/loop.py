@@ -82,12 +82,25 @@ def _slow_phase(trainer: Any, population: Any, mode: str, target_step: int, stat
         contexts = [population.best().instructions]
     trainer.set_population(contexts)
     trainer.args.max_steps = target_step
-    has_checkpoint = any(Path(trainer.args.output_dir).glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    trainer.train(resume_from_checkpoint=last_complete_checkpoint(Path(trainer.args.output_dir)))
     args = trainer.args
     state.ledger.rl_steps = trainer.state.global_step
     state.ledger.rl_rollouts = trainer.state.global_step * args.per_device_train_batch_size * args.world_size
     state.ledger.slow_seconds += time.perf_counter() - t0
+
+
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest TRL checkpoint that was fully written; half-written ones (a kill mid-save) are removed.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without it never finished.
+    """
+    import shutil
+
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for path in [p for p in found if not (p / "trainer_state.json").is_file()]:
+        shutil.rmtree(path)
+    complete = [p for p in found if p.exists()]
+    return str(complete[-1]) if complete else None
 
 
 def problem_order(n: int, seed: int) -> list[int]:

@@ -163,3 +163,15 @@ def test_export_loads_in_plain_dspy(tmp_path, tiny_path, endpoint):
     with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
         pred = task.with_instructions(prompts["instructions"])(question="3 + 4 =")
     assert pred.answer == plain["answer"] and lm.history[-1]["messages"] == plain["messages"]
+
+
+def test_half_written_checkpoints_are_discarded(tmp_path):
+    for step, complete in ((1, True), (2, True), (3, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_text("weights")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")  # the Trainer writes it last
+    assert loop.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert not (tmp_path / "checkpoint-3").exists()
+    assert loop.last_complete_checkpoint(tmp_path / "none") is None
