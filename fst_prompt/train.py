@@ -63,7 +63,12 @@ def run_train(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
                             run_dir / "metrics.jsonl", config.rl.eval_every)
     trainer = build_trainer(task, model_path, config.rl, run_dir / "checkpoints", callbacks=[callback])
     holder["trainer"], holder["base"] = trainer, probe_base(trainer, model_path)
-    trainer.train(resume_from_checkpoint=resume or None)
+    from fst_prompt.loop import last_complete_checkpoint
+
+    checkpoint = last_complete_checkpoint(run_dir / "checkpoints") if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"nothing to resume: no complete checkpoint in {run_dir / 'checkpoints'}")
+    trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(str(run_dir / "model"))
     evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [e for e in evals if e["kind"] == "eval"]
