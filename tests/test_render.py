@@ -40,7 +40,9 @@ class RecordingEngine:
                         finish_reason="stop", usage=Usage(input_tokens=1, output_tokens=1))
 
     def stream(self, request):
-        raise NotImplementedError
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
 
     def close(self):
         pass
