@@ -56,7 +56,6 @@ def test_instructions_are_checked_and_applied():
     task = build()
     assert task.seed_instructions() == {"self": "Answer the question."}
     program = task.with_instructions({"self": "New words."})
-    assert program.predict.signature.instructions == "New words." if hasattr(program, "predict") else True
     assert dict(program.named_predictors())["self"].signature.instructions == "New words."
     assert task.seed_instructions() == {"self": "Answer the question."}  # the task itself is unchanged
     with pytest.raises(TaskError, match="the prompt names \\['other'\\]"):
