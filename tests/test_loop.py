@@ -109,7 +109,7 @@ def test_plots_from_runs(tmp_path, tiny_path, endpoint, capsys):
     assert main(["plot", str(run), str(run), "--out", str(tmp_path / "figs")]) == 0
     assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in ("accuracy.png", "kl_vs_accuracy.png"))
     assert main(["plot", str(tmp_path)]) == 2
-    assert "is" in capsys.readouterr().err
+    assert "a `fst run` directory?" in capsys.readouterr().err
 
 
 PLAIN_DSPY = """
