@@ -149,15 +149,40 @@ class LoopConfig(Strict):
     eval_n: int = Field(64, ge=1, description="val examples evaluated after every cycle")
 
 
-class RunConfig(Strict):
+class StageConfig(Strict):
     task: str = Field(..., description="task name in programs/ or a path to a task file")
     task_kwargs: dict[str, Any] = Field(default_factory=dict)
+    cycles: int = Field(..., ge=1, description="cycles on this task (cycles x T RL steps) before the next one")
+
+
+class RunConfig(Strict):
+    task: str | None = Field(None, description="the task (or give `schedule` for continual learning)")
+    task_kwargs: dict[str, Any] = Field(default_factory=dict)
+    schedule: list[StageConfig] = Field(default_factory=list,
+                                        description="continual learning: tasks in order; replaces task + loop.cycles")
+    seed_instruction: str | None = Field(None, description="one task-agnostic seed instruction for every predictor "
+                                                           "(default: each task's own)")
     policy: PolicyConfig = PolicyConfig()
     gepa: GEPAConfig = GEPAConfig()
     reflection: ReflectionConfig = ReflectionConfig()
     rl: RLConfig = RLConfig()
     loop: LoopConfig = LoopConfig()
     run_dir: str = Field("runs/fst", description="where everything is written")
+
+    def stages(self) -> list[StageConfig]:
+        return self.schedule or [StageConfig(task=self.task, task_kwargs=self.task_kwargs, cycles=self.loop.cycles)]
+
+    @property
+    def total_cycles(self) -> int:
+        return sum(stage.cycles for stage in self.stages())
+
+    @model_validator(mode="after")
+    def _one_task_source(self) -> RunConfig:
+        if bool(self.task) == bool(self.schedule):
+            raise ValueError("give either `task` or a continual `schedule` (a list of {task, cycles}), not both")
+        if self.schedule and self.rl.lora:
+            raise ValueError("a continual schedule with rl.lora is not supported yet; use a full fine-tune")
+        return self
 
     @model_validator(mode="after")
     def _checkpoints_land_on_cycle_ends(self) -> RunConfig:

@@ -62,14 +62,14 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     real_slow = loop._slow_phase
     calls = {"n": 0}
 
-    def crashing_slow(trainer, population, mode, target, state):
+    def crashing_slow(stage, population, cfg_, target, state):
         calls["n"] += 1
         if calls["n"] == 2:  # the second cycle's slow phase
             if crash_in == "middle_of_slow":
-                trainer.args.max_steps = target - 1  # one of its two steps done and checkpointed
-                trainer.train(resume_from_checkpoint=True)
+                stage.trainer.args.max_steps = target - 1  # one of its two steps done and checkpointed
+                stage.trainer.train(resume_from_checkpoint=True)
             raise KeyboardInterrupt("simulated crash")
-        return real_slow(trainer, population, mode, target, state)
+        return real_slow(stage, population, cfg_, target, state)
 
     monkeypatch.setattr(loop, "_slow_phase", crashing_slow)
     with pytest.raises(KeyboardInterrupt):
@@ -175,3 +175,63 @@ def test_half_written_checkpoints_are_discarded(tmp_path):
     assert loop.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
     assert not (tmp_path / "checkpoint-3").exists()
     assert loop.last_complete_checkpoint(tmp_path / "none") is None
+
+
+def continual_config(tmp_path, tiny_path, endpoint, **loop_changes):
+    data = config(tmp_path, tiny_path, endpoint).model_dump()
+    data.pop("task")
+    data["schedule"] = [{"task": "chain_sum", "task_kwargs": {"sizes": [16, 4, 4]}, "cycles": 2},
+                        {"task": "letter_counting", "task_kwargs": {"sizes": [16, 4, 4]}, "cycles": 1}]
+    data["seed_instruction"] = "Solve the problem. Reply with the final number."
+    data["loop"] |= {"steps_per_cycle": 1} | loop_changes
+    return RunConfig.model_validate(data)
+
+
+def test_continual_schedule_switches_tasks_at_the_right_steps(tmp_path, tiny_path, endpoint):
+    import pandas as pd
+
+    cfg = continual_config(tmp_path, tiny_path, endpoint)
+    state = loop.run_loop(cfg, progress=False)
+    run = tmp_path / "run"
+    cycles = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(c["cycle"], c["task"], c["rl_steps"]) for c in cycles] == [
+        (0, "chain_sum", 1), (1, "chain_sum", 2), (2, "letter_counting", 3)]
+    assert list(cycles[2]["val_accuracy_by_task"]) == ["chain_sum", "letter_counting"]  # every task seen so far
+    assert state.ledger.rl_steps == 3
+    forgetting = json.loads((run / "forgetting.json").read_text())
+    assert forgetting["tasks"] == ["chain_sum", "letter_counting"]
+    assert forgetting["after_stage"][0][1] is None and len(forgetting["after_stage"]) == 2
+    # RL on stage 1 rolled out letter-counting problems under the task-agnostic seed instruction
+    table = pd.read_parquet(run / "checkpoints" / "stage-1" / "completions" / "completions_00001.parquet")
+    assert all("letter" in p[-1]["content"] for p in table["prompt"])
+    first = pd.read_parquet(run / "checkpoints" / "stage-0" / "completions" / "completions_00001.parquet")
+    assert all("arithmetic" in p[-1]["content"] or "=" in p[-1]["content"] for p in first["prompt"])
+    rounds = [json.loads(line)["task"] for line in (run / "rounds.jsonl").read_text().splitlines()]
+    assert rounds == ["chain_sum", "chain_sum", "letter_counting"]
+
+
+def test_continual_resume_into_the_next_stage(tmp_path, tiny_path, endpoint, monkeypatch):
+    cfg = continual_config(tmp_path, tiny_path, endpoint, mode="rl")
+    real_slow = loop._slow_phase
+
+    def crash_on_stage_1(stage, *args):
+        if stage.index == 1:
+            raise KeyboardInterrupt("simulated crash")
+        return real_slow(stage, *args)
+
+    monkeypatch.setattr(loop, "_slow_phase", crash_on_stage_1)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_loop(cfg, progress=False)
+    monkeypatch.setattr(loop, "_slow_phase", real_slow)
+    state = loop.run_loop(cfg, resume=True, progress=False)  # stage 1 starts from stage 0's last checkpoint
+    assert state.cycle == 3 and state.ledger.rl_steps == 3
+
+
+def test_schedule_config_errors(tmp_path, tiny_path, endpoint):
+    from pydantic import ValidationError
+
+    data = continual_config(tmp_path, tiny_path, endpoint).model_dump()
+    with pytest.raises(ValidationError, match="either `task` or a continual `schedule`"):
+        RunConfig.model_validate(data | {"task": "chain_sum"})
+    with pytest.raises(ValidationError, match="not supported yet"):
+        RunConfig.model_validate(data | {"rl": data["rl"] | {"lora": True}})

@@ -108,11 +108,17 @@ def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
 def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path,
                   contexts: list[dict[str, str]] | None = None, callbacks: list | None = None,
                   trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, order: list[int] | None = None,
-                  **overrides: Any) -> GRPOTrainer:
-    """A trainer with paper defaults. `trainer_class=GRPOTrainer` gives the plain baseline (bench)."""
+                  model: Any = None, **overrides: Any) -> GRPOTrainer:
+    """A trainer with paper defaults. `trainer_class=GRPOTrainer` gives the plain baseline (bench).
+
+    `model`: train these weights (e.g. the live model of a previous continual stage) instead of loading
+    `model_path`; the KL reference is still the model at `model_path`.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if model is None:
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    model.config._name_or_path = str(model_path)  # TRL loads the reference (beta > 0) from here
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     peft_config = None
     if rl.lora:
