@@ -1,6 +1,7 @@
 # Set up, demo and test fst-prompt on a fresh machine (CPU, package registries only).
-#   make demo   create/update .venv, install everything, evaluate SmolLM2-135M on a task
-#   make test   same set-up plus the offline reflection LM's server, then the test suite (offline)
+#   make demo   create/update .venv, install everything, run a short FST run (SmolLM2-135M policy,
+#               offline Qwen 1.5B reflection, 3 cycles on chain_sum), export it and plot it
+#   make test   same set-up, then the test suite (offline)
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
 
 PYTHON     ?= python3
@@ -16,7 +17,7 @@ DEMO_TASK  ?= chain_sum
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-reflect demo test bench lint clean
+.PHONY: setup setup-reflect demo eval-demo test bench lint clean
 
 setup: $(STAMP)
 setup-reflect: $(REFLECT)
@@ -37,9 +38,16 @@ $(REFLECT): $(STAMP)
 	$(PIP) -e ".[dev,reflect]"
 	touch $(REFLECT)
 
-demo: setup
+# Each demo starts afresh: the previous runs/demo is replaced.
+demo: setup-reflect
+	rm -rf runs/demo
+	$(VENV)/bin/fst run programs/chain_sum-fst.yaml --set run_dir=runs/demo
+	$(VENV)/bin/fst export runs/demo --out runs/demo/export
+
+# The first milestone's demo: evaluate the seed instruction (no reflection server needed).
+eval-demo: setup
 	$(VENV)/bin/fst eval --task $(DEMO_TASK) --model smollm2-135m-instruct --split val --n 64 \
-		--out runs/demo/eval-$(DEMO_TASK).json
+		--out runs/eval-demo/eval-$(DEMO_TASK).json
 
 test: setup-reflect
 	$(VENV)/bin/pytest -q

@@ -82,6 +82,8 @@ class GEPAConfig(Strict):
     population_size: int = Field(4, ge=1, description="K: candidates carried between rounds")
     anchor_size: int = Field(24, ge=1, description="anchor (Pareto) set: the first N train examples")
     use_merge: bool = Field(False, description="gepa's merge proposals (opt-in)")
+    use_wandb: bool = Field(False, description="gepa's own Weights & Biases tracking (off by default)")
+    use_mlflow: bool = Field(False, description="gepa's own MLflow tracking (off by default)")
     seed: int = 0
 
 

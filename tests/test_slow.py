@@ -159,3 +159,11 @@ def test_vllm_settings_are_validated_before_any_model_loads():
     if importlib.util.find_spec("vllm") is None:  # the CPU machines this suite runs on
         with pytest.raises(ValidationError, match="vllm is not installed"):
             RLConfig(use_vllm=True)
+
+
+def test_tensorboard_tracking_passes_through(qa_task, tiny_path, tmp_path):
+    """Experiment tracking is TRL's: `rl.report_to: tensorboard` writes event files (works offline)."""
+    trainer = build_trainer(qa_task, tiny_path, rl(steps=1, report_to="tensorboard"), tmp_path)
+    trainer.train()
+    events = list(tmp_path.rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0

@@ -77,6 +77,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
         custom_candidate_proposer=proposer, max_metric_calls=config.max_metric_calls,
         reflection_minibatch_size=config.reflection_minibatch_size, use_merge=config.use_merge,
         seed=config.seed + cycle, display_progress_bar=progress, logger=_LogFile(log_path),
+        use_wandb=config.use_wandb, use_mlflow=config.use_mlflow,
     )
 
     gepa_ids = [candidate_id(c) for c in result.candidates]
