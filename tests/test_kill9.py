@@ -13,18 +13,14 @@ import pytest
 import yaml
 
 from fst_prompt.state import RunState
+from tests.test_loop import config as loop_config
 
 
 def write_config(path: Path, run_dir: Path, tiny_path: Path, endpoint: str) -> Path:
-    data = {"task": "chain_sum", "task_kwargs": {"sizes": [24, 4, 4]},
-            "policy": {"model": str(tiny_path), "batch_size": 4, "max_new_tokens": 4},
-            "gepa": {"max_metric_calls": 8, "population_size": 2, "reflection_minibatch_size": 2},
-            "reflection": {"model": "fake", "base_url": endpoint, "retries": 0},
-            "rl": {"problems_per_step": 2, "num_generations": 2, "max_completion_length": 16, "save_every": 1,
-                   "learning_rate": 1e-3, "warmup_steps": 0},
-            "loop": {"mode": "fst", "cycles": 2, "steps_per_cycle": 4, "eval_n": 4},
-            "run_dir": str(run_dir)}
-    path.write_text(yaml.safe_dump(data))
+    """The loop tests' config with longer cycles (4 RL steps, checkpointed every step)."""
+    cfg = loop_config(path.parent / path.stem, tiny_path, endpoint, loop__steps_per_cycle=4,
+                      rl__max_completion_length=16, gepa__max_metric_calls=8)
+    path.write_text(yaml.safe_dump(cfg.model_dump() | {"run_dir": str(run_dir)}))
     return path
 
 
