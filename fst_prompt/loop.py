@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ import yaml
 
 from fst_prompt.config import RunConfig
 from fst_prompt.plots import plot_runs
-from fst_prompt.state import RunState, write_json_atomic, write_text_atomic
+from fst_prompt.state import RunState, append_jsonl, write_json_atomic, write_text_atomic
 
 
 def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) -> RunState:
@@ -55,13 +54,13 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
                                                     config.gepa, cycle=state.cycle, log_path=run_dir / "gepa.log",
                                                     progress=progress)
                     state.ledger.add_round(record)
-                    _append(run_dir / "rounds.jsonl", {"task": stage.task.name, **record.to_json()})
+                    append_jsonl(run_dir / "rounds.jsonl", {"task": stage.task.name, **record.to_json()})
                 _commit(state, run_dir, population, phase="slow" if stage.trainer else "eval")
             if state.phase == "slow":
                 _slow_phase(stage, population, config, step0 + T, state)
                 _commit(state, run_dir, population, phase="eval")
             record = _evaluate(stage, tasks, population, config, state)
-            _append(run_dir / "metrics.jsonl", record)
+            append_jsonl(run_dir / "metrics.jsonl", record)
             print(_cycle_line(record))
             state.cycle += 1
             _commit(state, run_dir, population, phase="fast")
@@ -276,11 +275,6 @@ def _finish(run_dir: Path, config: RunConfig) -> None:
 def _commit(state: RunState, run_dir: Path, population: Any, *, phase: str) -> None:
     state.population, state.phase = population.to_json(), phase
     state.save(run_dir)
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
 
 
 def _cycle_line(r: dict[str, Any]) -> str:

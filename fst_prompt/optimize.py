@@ -7,14 +7,13 @@ Writes to the run directory: `config.yaml` (as resolved), `population_round<N>.j
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fst_prompt.config import OptimizeConfig
-from fst_prompt.state import write_json_atomic, write_text_atomic
+from fst_prompt.state import append_jsonl, write_json_atomic, write_text_atomic
 
 
 def run_optimize(config: OptimizeConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -44,8 +43,7 @@ def run_optimize(config: OptimizeConfig, *, progress: bool = True) -> dict[str, 
                                             log_path=run_dir / "gepa.log", progress=progress)
             records.append(record.to_json())
             write_json_atomic(run_dir / f"population_round{cycle}.json", population.to_json())
-            with (run_dir / "rounds.jsonl").open("a") as f:
-                f.write(json.dumps(record.to_json()) + "\n")
+            append_jsonl(run_dir / "rounds.jsonl", record.to_json())
             print(_round_line(record))
 
     best = population.best()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +141,6 @@ class Policy:
             completion_tokens=n,
             finish_reason="length" if stop is None else "stop",
         )
-
-    def with_sampling(self, **changes: Any) -> Sampling:
-        return replace(self.sampling, **changes)
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -31,6 +31,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    """One JSON record per line (logs; a crash can cost at most the line being written)."""
+    with Path(path).open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
+
+
 STATE_VERSION = 1
 
 

@@ -16,7 +16,7 @@ import yaml
 from transformers import TrainerCallback
 
 from fst_prompt.config import TrainConfig
-from fst_prompt.state import write_json_atomic, write_text_atomic
+from fst_prompt.state import append_jsonl, write_json_atomic, write_text_atomic
 
 
 class EvalCallback(TrainerCallback):
@@ -26,8 +26,7 @@ class EvalCallback(TrainerCallback):
         self.evaluate_fn, self.metrics_path, self.every = evaluate_fn, metrics_path, every
 
     def _write(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(self.metrics_path, record)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.global_step == 0:

@@ -54,9 +54,6 @@ class Population:
     def __len__(self) -> int:
         return len(self.candidates)
 
-    def get(self, cid: str) -> Candidate:
-        return next(c for c in self.candidates if c.id == cid)
-
     def best(self) -> Candidate:
         """Highest mean score on the anchor set; the oldest wins ties (stable)."""
         return max(self.candidates, key=lambda c: c.mean_score)
