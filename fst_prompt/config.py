@@ -50,6 +50,7 @@ class ReflectionConfig(Strict):
     retries: int = Field(2, ge=0, description="extra attempts after a failed request")
     backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
     n_ctx: int = Field(4096, ge=512, description="context of the local server")
+    threads: int | None = Field(None, ge=1, description="CPU threads of the local server (default: all cores)")
     template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>")
 
     @field_validator("template")

@@ -49,7 +49,10 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
             population = Population.from_json(state.population)
             if state.phase == "fast":
                 if _fast_this_cycle(mode, state.cycle):
-                    anchor = [stage.task.train[i] for i in upcoming(stage.order, step0, T, config.rl.problems_per_step)]
+                    # the problems the next T RL steps use; before a whole RL run (gepa-then-rl), all of its steps'
+                    steps = T * config.stages()[stage.index].cycles if mode == "gepa-then-rl" else T
+                    anchor = [stage.task.train[i]
+                              for i in upcoming(stage.order, step0, steps, config.rl.problems_per_step)]
                     population, record = gepa_round(population, stage.task, stage.policy, anchor, proposer,
                                                     config.gepa, cycle=state.cycle, log_path=run_dir / "gepa.log",
                                                     progress=progress)
@@ -242,8 +245,9 @@ def _evaluate(stage: Stage, tasks: list[Any], population: Any, config: RunConfig
     best, n, task = population.best(), config.loop.eval_n, stage.task
     seed = seed_instructions(config, task)
     seed_acc = evaluate(task, stage.policy, split="val", n=n, instructions=seed, progress=False).accuracy
-    by_task = {t.name: evaluate(t, stage.policy, split="val", n=n, instructions=best.instructions,
-                                progress=False).accuracy for t in tasks[: stage.index + 1]}
+    by_task = {t.name: seed_acc if t is task and best.instructions == seed else  # same instructions: one evaluation
+               evaluate(t, stage.policy, split="val", n=n, instructions=best.instructions, progress=False).accuracy
+               for t in tasks[: stage.index + 1]}
     kl = {"kl": 0.0, "kl_stderr": 0.0}  # gepa mode: the weights never move
     if stage.trainer is not None:
         rl, trainer = config.rl, stage.trainer

@@ -91,6 +91,24 @@ def test_modes(tmp_path, tiny_path, endpoint):
     assert not (tmp_path / "g" / "run" / "checkpoints").exists()
 
 
+def test_gepa_then_rl_anchors_on_every_step_and_rl_evaluates_once(tmp_path, tiny_path, endpoint, monkeypatch):
+    import fst_prompt.evaluate
+
+    then = loop.run_loop(config(tmp_path / "t", tiny_path, endpoint, loop__mode="gepa-then-rl"), progress=False)
+    scores = [c["scores"] for c in then.population["candidates"]]
+    assert {len(s) for s in scores} == {2 * 2 * 2}  # cycles x T x B problems, not just the first T steps'
+    assert then.ledger.rl_steps == 4 and len((tmp_path / "t" / "run" / "rounds.jsonl").read_text().splitlines()) == 1
+
+    calls = []
+    real = fst_prompt.evaluate.evaluate
+    monkeypatch.setattr(fst_prompt.evaluate, "evaluate",
+                        lambda *a, **k: calls.append(k["instructions"]) or real(*a, **k))
+    loop.run_loop(config(tmp_path / "rl", tiny_path, endpoint, loop__mode="rl", loop__cycles=1), progress=False)
+    assert len(calls) == 1  # best == seed instruction: evaluated once, reported as both
+    record = json.loads((tmp_path / "rl" / "run" / "metrics.jsonl").read_text())
+    assert record["val_accuracy_best"] == record["val_accuracy_seed"]
+
+
 def test_config_and_cli_errors(tmp_path, tiny_path, endpoint, capsys):
     with pytest.raises(ConfigError, match="rl.save_every .* must divide loop.steps_per_cycle"):
         config(tmp_path, tiny_path, endpoint, rl__save_every=3)

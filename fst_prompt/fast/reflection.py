@@ -206,7 +206,7 @@ def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) ->
 
     gguf = assemble_gguf(config.model)
     log_path = (log_dir / "reflection_server.log") if log_dir else None
-    with LocalServer(gguf, n_ctx=config.n_ctx, log_path=log_path) as server:
+    with LocalServer(gguf, n_ctx=config.n_ctx, threads=config.threads, log_path=log_path) as server:
         yield ReflectionLM(config, base_url=server.base_url)
 
 

@@ -1,0 +1,122 @@
+"""Run the experiment drivers' `fst` jobs: skip the finished ones, resume the interrupted ones, keep the results.
+
+A job is one `fst run` (or `fst eval`) command. Its working directory is `runs/exp/<study>/<name>` and its
+results — `metrics.jsonl`, `rounds.jsonl`, `state.json` (the final population), `config.yaml`,
+`forgetting.json`, the wall time — are copied to `evals/results/<study>/<name>/`, where a `done.json` marks
+it finished: a driver run again skips it, so a study can be completed in pieces. A `fst run` that was
+interrupted is continued with `--resume`. Only the final weights of a run are kept (for later studies that
+start from them); intermediate checkpoints and optimizer state are deleted.
+
+Generation on this 2-core machine is bound by per-token overhead, not arithmetic: one process with one
+thread is as fast as with two, so two jobs run side by side, each on one thread (`--jobs 2`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "evals" / "results"
+RUNS = ROOT / "runs" / "exp"
+KEPT = ("metrics.jsonl", "rounds.jsonl", "state.json", "config.yaml", "forgetting.json")
+WEIGHTS = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+           "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
+
+
+@dataclass
+class Job:
+    study: str
+    name: str  # results go to evals/results/<study>/<name>/
+    argv: list[str]  # `fst` arguments; for `run`, run_dir is added here
+
+    @property
+    def results(self) -> Path:
+        return RESULTS / self.study / self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS / self.study / self.name
+
+    @property
+    def done(self) -> bool:
+        return (self.results / "done.json").is_file()
+
+
+def final_weights(study: str, name: str) -> Path:
+    """Where a finished `fst run` job keeps its final weights (an HF model folder)."""
+    return RUNS / study / name / "final"
+
+
+def run_jobs(jobs: list[Job], *, parallel: int = 2) -> None:
+    """Run the jobs not yet done, `parallel` at a time (each with 1/parallel of the cores)."""
+    todo = [j for j in jobs if not j.done]
+    print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already done; running {len(todo)}, {parallel} at a time",
+          flush=True)
+    threads = max(1, (os.cpu_count() or 2) // parallel)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        failed = [j.name for j, ok in zip(todo, pool.map(lambda j: _run_one(j, threads), todo), strict=True) if not ok]
+    if failed:
+        sys.exit(f"{len(failed)} jobs failed (see runs/exp/<study>/<name>/log.txt): {failed}")
+
+
+def _run_one(job: Job, threads: int) -> bool:
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    argv = [str(Path(sys.executable).parent / "fst"), *job.argv]
+    if job.argv[0] == "run":
+        argv += ["--set", f"run_dir={job.run_dir}", "--set", f"reflection.threads={threads}"]
+        if (job.run_dir / "state.json").exists():
+            argv.append("--resume")
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+    print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
+    t0 = time.perf_counter()
+    with open(job.run_dir / "log.txt", "a") as log:
+        rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - t0
+    print(f"[{time.strftime('%H:%M:%S')}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {job.study}/{job.name} "
+          f"in {seconds / 60:.1f} min", flush=True)
+    if rc != 0:
+        return False
+    _harvest(job, seconds, threads)
+    return True
+
+
+def _harvest(job: Job, seconds: float, threads: int) -> None:
+    """Copy the results, keep the final weights only, mark the job done (last, atomically)."""
+    from fst_prompt.loop import last_complete_checkpoint
+    from fst_prompt.state import write_json_atomic
+
+    job.results.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (job.run_dir / name).is_file():
+            shutil.copy2(job.run_dir / name, job.results / name)
+    checkpoints = job.run_dir / "checkpoints"
+    if checkpoints.is_dir():
+        stages = sorted(p for p in checkpoints.glob("stage-*")) or [checkpoints]
+        last = last_complete_checkpoint(stages[-1])
+        if last:
+            final = job.run_dir / "final"
+            final.mkdir(exist_ok=True)
+            for name in WEIGHTS:
+                if (Path(last) / name).is_file():
+                    shutil.copy2(Path(last) / name, final / name)
+        shutil.rmtree(checkpoints)
+    write_json_atomic(job.results / "done.json", {"argv": job.argv, "wall_seconds": round(seconds, 1),
+                                                  "threads": threads, "device": "CPU (2 cores, shared by 2 jobs)",
+                                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def load_cycles(results: Path) -> list[dict]:
+    """A finished run's per-cycle records (the last record of a cycle counts, as in `fst plot`)."""
+    by_cycle = {}
+    for line in (results / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        by_cycle[record["cycle"]] = record
+    return [by_cycle[c] for c in sorted(by_cycle)]

@@ -1,0 +1,57 @@
+"""The experiment drivers' bookkeeping and arithmetic (evals/): skipping, harvesting, ratios, areas."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
+import compare  # noqa: E402
+import plasticity  # noqa: E402
+import runner  # noqa: E402
+
+
+def pts(*pairs):
+    return [{"step": s, "acc": a, "kl": k} for s, a, k in pairs]
+
+
+def test_steps_to_reach_and_kl_at_matched_accuracy():
+    rl = pts((0, 0.2, 0.0), (4, 0.3, 0.2), (8, 0.5, 0.6), (12, 0.4, 0.8))
+    fst = pts((0, 0.2, 0.0), (4, 0.5, 0.1), (8, 0.6, 0.3))
+    peak = max(p["acc"] for p in rl)
+    assert (compare.steps_to_reach(rl, peak), compare.steps_to_reach(fst, peak)) == (8, 4)  # ratio 2
+    assert compare.steps_to_reach(fst, 0.9) is None
+    assert compare.kl_at(rl, 0.4) == pytest.approx(0.2 + 0.5 * 0.4)  # halfway from 0.3 to 0.5
+    assert compare.kl_at(fst, 0.5) == pytest.approx(0.1) and compare.kl_at(fst, 0.7) is None
+    assert compare.spread([1.0, 3.0, None]) == {"mean": 2.0, "min": 1.0, "max": 3.0, "n": 2,
+                                               "sd": pytest.approx(2**0.5)}
+
+
+def test_area_under_curve_is_the_mean_accuracy_over_steps():
+    assert plasticity.auc([{"step": 0, "acc": 0.0}, {"step": 4, "acc": 0.4}, {"step": 12, "acc": 0.4}]) == \
+        pytest.approx((4 * 0.2 + 8 * 0.4) / 12)
+
+
+def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monkeypatch):
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    job = runner.Job("study", "task/rl-s0", ["run", "cfg.yaml"])
+    for step, complete in ((4, True), (8, True), (12, False)):  # checkpoint-12: killed while being written
+        ckpt = job.run_dir / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "model.safetensors").write_text(f"weights {step}")
+        (ckpt / "optimizer.pt").write_text("state")
+        if complete:
+            (ckpt / "trainer_state.json").write_text("{}")
+    (job.run_dir / "metrics.jsonl").write_text(json.dumps({"cycle": 0}) + "\n")
+    runner._harvest(job, 61.0, threads=1)
+    assert (job.results / "metrics.jsonl").is_file() and json.loads((job.results / "done.json").read_text())[
+        "wall_seconds"] == 61.0
+    final = runner.final_weights("study", "task/rl-s0")
+    assert [p.name for p in final.iterdir()] == ["model.safetensors"]  # no optimizer state
+    assert (final / "model.safetensors").read_text() == "weights 8"
+    assert not (job.run_dir / "checkpoints").exists()
+    assert job.done
+    monkeypatch.setattr(runner, "_run_one", lambda *a: pytest.fail("a finished job was run again"))
+    runner.run_jobs([job], parallel=1)
