@@ -17,7 +17,7 @@ DEMO_TASK  ?= chain_sum
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup setup-reflect demo eval-demo test bench lint clean
+.PHONY: setup setup-reflect demo eval-demo test bench experiments lint clean
 
 setup: $(STAMP)
 setup-reflect: $(REFLECT)
@@ -55,6 +55,13 @@ test: setup-reflect
 bench: setup
 	$(PY) evals/bench_generate.py
 	$(PY) evals/bench_step.py
+
+# The paper's experiments at CPU scale (evals/results/RESULTS.md): hours on 2 cores; finished runs are
+# skipped, so an interrupted `make experiments` continues where it stopped.
+experiments: setup-reflect
+	$(PY) evals/compare.py
+	$(PY) evals/continual.py
+	$(PY) evals/plasticity.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import RESULTS, Job, load_cycles, run_jobs  # noqa: E402
+from runner import RESULTS, ROOT, Job, load_cycles, run_jobs  # noqa: E402
 
 CONFIG = "evals/configs/compare.yaml"
 MODES = ("rl", "fst", "gepa-then-rl", "gepa")
@@ -36,7 +36,7 @@ STUDY = "compare"
 def base_config() -> dict:
     import yaml
 
-    return yaml.safe_load(Path(CONFIG).read_text())
+    return yaml.safe_load((ROOT / CONFIG).read_text())
 
 
 def run_jobs_for(tasks: list[str], seeds: list[int], modes: list[str]) -> list[Job]:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import RESULTS, Job, final_weights, load_cycles, run_jobs  # noqa: E402
+from runner import RESULTS, ROOT, Job, final_weights, load_cycles, run_jobs  # noqa: E402
 
 CONFIG = "evals/configs/compare.yaml"
 TASK_A, TASK_B = "chain_sum", "letter_counting"
@@ -37,7 +37,7 @@ def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
     """(step-0 evaluations, RL runs) for the trained starting points whose compare run has finished."""
     import yaml
 
-    cfg = yaml.safe_load(Path(CONFIG).read_text())
+    cfg = yaml.safe_load((ROOT / CONFIG).read_text())
     evals, runs = [], []
     for seed in seeds:
         for start in ("rl", "fst"):
