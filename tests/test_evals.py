@@ -55,3 +55,26 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
     assert job.done
     monkeypatch.setattr(runner, "_run_one", lambda *a: pytest.fail("a finished job was run again"))
     runner.run_jobs([job], parallel=1)
+
+
+def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_path, monkeypatch):
+    import continual
+
+    monkeypatch.setattr(continual, "RESULTS", tmp_path)
+    accs = {"rl": [0.2, 0.4, 0.1, 0.1], "fst": [0.3, 0.5, 0.2, 0.3]}
+    for mode, values in accs.items():
+        run = tmp_path / "continual" / f"{mode}-s0"
+        run.mkdir(parents=True)
+        records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
+                    "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0} for i, v in enumerate(values)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [[values[1], None],
+                                                                                           [0.1, values[3]]]}))
+        (run / "done.json").write_text("{}")
+    a = continual.analyse([0])
+    stage_a, stage_b = a["per_stage"]
+    assert stage_a["rl"]["normalised_final"] == pytest.approx(0.4 / 0.5) and stage_a["fst"]["normalised_final"] == 1
+    assert stage_b["rl"]["normalised_final"] == pytest.approx(0.1 / 0.3) and stage_b["rl"]["gain_within_stage"] == 0
+    assert a["forgetting"]["fst"]["after_stage"] == [[0.5, None], [0.1, 0.3]]
+    assert "| 1 (b) | 0.100 | 0.300 |" in continual.markdown(a)
+    assert continual.plot(a, tmp_path).stat().st_size > 5000
