@@ -18,14 +18,13 @@ on the base weights, anchored on every problem its RL steps will use, then train
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import RESULTS, ROOT, Job, load_cycles, run_jobs  # noqa: E402
+from runner import RESULTS, ROOT, Job, driver_parser, load_cycles, run_jobs, write_report  # noqa: E402
 
 CONFIG = "evals/configs/compare.yaml"
 MODES = ("rl", "fst", "gepa-then-rl", "gepa")
@@ -260,23 +259,15 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--tasks", nargs="+", default=["chain_sum", "letter_counting"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
-    ap.add_argument("--report-only", action="store_true", help="only analyse the runs already finished")
     args = ap.parse_args()
     if not args.report_only:
         run_jobs(run_jobs_for(args.tasks, args.seeds, args.modes), parallel=args.jobs)
         run_jobs(eval_jobs_for(args.tasks, args.seeds), parallel=args.jobs)
-    out = RESULTS / STUDY
     a = analyse(args.tasks, args.seeds)
-    (out / "compare.json").write_text(json.dumps(a, indent=1))
-    (out / "compare.md").write_text(markdown(a))
-    for path in plot(a, out):
-        print(f"wrote {path}")
-    print(markdown(a))
+    write_report(STUDY, a, markdown(a), plot)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ to `evals/results/continual/`:
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import RESULTS, Job, load_cycles, run_jobs  # noqa: E402
+from runner import RESULTS, Job, driver_parser, load_cycles, run_jobs, write_report  # noqa: E402
 
 CONFIG = "evals/configs/continual.yaml"
 MODES = ("rl", "fst")
@@ -99,7 +98,7 @@ def markdown(a: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(a: dict, out: Path) -> Path:
+def plot(a: dict, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,24 +134,17 @@ def plot(a: dict, out: Path) -> Path:
     fig.tight_layout()
     fig.savefig(out / "continual.png", dpi=120)
     plt.close(fig)
-    return out / "continual.png"
+    return [out / "continual.png"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap = driver_parser(__doc__, seeds=[0])
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
-    ap.add_argument("--report-only", action="store_true", help="only analyse the runs already finished")
     args = ap.parse_args()
     if not args.report_only:
         run_jobs(jobs_for(args.seeds, args.modes), parallel=args.jobs)
-    out = RESULTS / STUDY
     a = analyse(args.seeds)
-    (out / "continual.json").write_text(json.dumps(a, indent=1))
-    (out / "continual.md").write_text(markdown(a))
-    print(f"wrote {plot(a, out)}")
-    print(markdown(a))
+    write_report(STUDY, a, markdown(a), plot)
 
 
 if __name__ == "__main__":

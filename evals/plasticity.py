@@ -13,14 +13,13 @@ curve, i.e. the mean accuracy over steps 0..M by the trapezoid rule).
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import RESULTS, ROOT, Job, final_weights, load_cycles, run_jobs  # noqa: E402
+from runner import RESULTS, ROOT, Job, driver_parser, final_weights, load_cycles, run_jobs, write_report  # noqa: E402
 
 CONFIG = "evals/configs/compare.yaml"
 TASK_A, TASK_B = "chain_sum", "letter_counting"
@@ -105,7 +104,7 @@ def markdown(a: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(a: dict, out: Path) -> Path:
+def plot(a: dict, out: Path) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,25 +121,16 @@ def plot(a: dict, out: Path) -> Path:
     fig.tight_layout()
     fig.savefig(out / "plasticity.png", dpi=120)
     plt.close(fig)
-    return out / "plasticity.png"
+    return [out / "plasticity.png"]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
-    ap.add_argument("--report-only", action="store_true", help="only analyse the runs already finished")
-    args = ap.parse_args()
+    args = driver_parser(__doc__, seeds=[0, 1, 2]).parse_args()
     if not args.report_only:
         evals, runs = jobs_for(args.seeds)
         run_jobs(evals + runs, parallel=args.jobs)
-    out = RESULTS / STUDY
-    out.mkdir(parents=True, exist_ok=True)
     a = analyse(args.seeds)
-    (out / "plasticity.json").write_text(json.dumps(a, indent=1))
-    (out / "plasticity.md").write_text(markdown(a))
-    print(f"wrote {plot(a, out)}")
-    print(markdown(a))
+    write_report(STUDY, a, markdown(a), plot)
 
 
 if __name__ == "__main__":

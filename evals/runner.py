@@ -13,6 +13,7 @@ thread is as fast as with two, so two jobs run side by side, each on one thread 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -120,3 +121,25 @@ def load_cycles(results: Path) -> list[dict]:
         record = json.loads(line)
         by_cycle[record["cycle"]] = record
     return [by_cycle[c] for c in sorted(by_cycle)]
+
+
+def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
+    """The options every study driver shares."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
+    ap.add_argument("--report-only", action="store_true", help="only analyse the runs already finished")
+    return ap
+
+
+def write_report(study: str, analysis: dict, text: str, plot) -> None:
+    """`<study>.json` (the analysis), `<study>.md` (its tables) and the study's figures, in its results folder."""
+    from fst_prompt.state import write_json_atomic, write_text_atomic
+
+    out = RESULTS / study
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / f"{study}.json", analysis)
+    write_text_atomic(out / f"{study}.md", text)
+    for path in plot(analysis, out):
+        print(f"wrote {path}")
+    print(text)

@@ -77,4 +77,4 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert stage_b["rl"]["normalised_final"] == pytest.approx(0.1 / 0.3) and stage_b["rl"]["gain_within_stage"] == 0
     assert a["forgetting"]["fst"]["after_stage"] == [[0.5, None], [0.1, 0.3]]
     assert "| 1 (b) | 0.100 | 0.300 |" in continual.markdown(a)
-    assert continual.plot(a, tmp_path).stat().st_size > 5000
+    assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
