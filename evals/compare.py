@@ -93,11 +93,13 @@ def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None
     results = RESULTS / STUDY / task / f"{mode}-s{seed}"
     if not (results / "done.json").is_file():
         return None
-    points = [{"step": 0, "rollouts": 0, "acc": base_acc, "seed_acc": base_acc, "kl": 0.0, "cycle": -1}]
+    points = [{"step": 0, "rollouts": 0, "acc": base_acc, "seed_acc": base_acc, "kl": 0.0, "cycle": -1,
+               "accepted": 0, "tried": 0}]
     for c in load_cycles(results):
         step = c["rl_steps"] if mode != "gepa" else (c["cycle"] + 1) * base_config()["loop"]["steps_per_cycle"]
         points.append({"step": step, "rollouts": c["total_rollouts"], "acc": c["val_accuracy_best"],
-                       "seed_acc": c["val_accuracy_seed"], "kl": c["kl"], "cycle": c["cycle"]})
+                       "seed_acc": c["val_accuracy_seed"], "kl": c["kl"], "cycle": c["cycle"],
+                       "accepted": c["proposals_accepted"], "tried": c["proposals_tried"]})
     return points
 
 
@@ -198,6 +200,10 @@ def markdown(a: dict) -> str:
         lines += ["Per seed: " + "; ".join(
             f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])}"
             for r in t["kl_ratio_matched"]), ""]
+        accepted = {m: ", ".join(f"s{s}: {c[-1]['accepted']}/{c[-1]['tried']}" for s, c in t["curves"][m].items())
+                    for m in ("fst", "gepa-then-rl", "gepa")}
+        lines += ["GEPA proposals accepted / evaluated over the run, per seed: "
+                  + "; ".join(f"{LABELS[m]} {text}" for m, text in accepted.items()), ""]
         tb = t["two_by_two"]
         lines += ["2x2 (val accuracy):", "", "| weights \\ instruction | seed | learned (FST's best) |",
                   "|---|---|---|",

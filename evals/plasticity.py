@@ -2,13 +2,16 @@
 
     python evals/plasticity.py [--seeds 0 1 2] [--jobs 2] [--report-only]
 
-Needs the compare study's chain_sum runs (task A): their final weights are the starting points. For each seed,
-RL on letter_counting (task B) with the compare config (`loop.mode=rl`, 3 cycles x T=4 steps) from the RL- and
-from the FST-trained chain_sum weights of that seed; the run from the base weights is the compare study's own
-letter_counting RL run of that seed (the same config and seed). Step 0 is `fst eval` of each starting point
-on task B with the seed instruction. Writes to `evals/results/plasticity/`: `plasticity.png` (task-B
-accuracy vs RL step per start), `plasticity.json` + `plasticity.md` (final accuracy and area under the
-curve, i.e. the mean accuracy over steps 0..M by the trapezoid rule).
+Needs the compare study's chain_sum runs (task A): their final weights are the starting points. For each
+seed, RL on letter_counting (task B) with the compare config (`loop.mode=rl`, 3 cycles x T=4 steps) from
+the RL- and from the FST-trained chain_sum weights of that seed; the run from the base weights is the
+compare study's own letter_counting RL run of that seed (the same config and seed). Step 0 is `fst eval`
+of each starting point on task B with the seed instruction. Where an FST run accepted no proposal, it
+trained exactly as RL did (byte-identical weights, checked by sha256), and its start reuses RL's run.
+
+Writes to `evals/results/plasticity/`: `plasticity.png` (task-B accuracy vs RL step per start),
+`plasticity.json` + `plasticity.md` (final accuracy and area under the curve, i.e. the mean accuracy over
+steps 0..M by the trapezoid rule).
 """
 
 from __future__ import annotations
@@ -44,6 +47,12 @@ def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
             if not (weights / "model.safetensors").is_file():
                 print(f"skipping {start}-s{seed}: no final weights at {weights} (run evals/compare.py first)")
                 continue
+            if start == "fst" and _sha256(weights) == _sha256(start_weights("rl", seed)):
+                # GEPA accepted nothing in that FST run, so it trained exactly as RL did: reuse RL's start
+                marker = RESULTS / STUDY / f"fst-s{seed}" / "same_as.json"
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.write_text(json.dumps({"same_weights_as": f"rl-s{seed}", "sha256": _sha256(weights)}))
+                continue
             job = Job(STUDY, f"start-{start}-s{seed}", [])
             job.argv = ["eval", "--task", TASK_B, "--model", str(weights), "--split", "val",
                         "--n", str(cfg["loop"]["eval_n"]), "--batch-size", str(cfg["policy"]["batch_size"]),
@@ -56,7 +65,19 @@ def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
     return evals, runs
 
 
+def _sha256(weights: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(weights / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def curve(start: str, seed: int) -> list[dict] | None:
+    if (RESULTS / STUDY / f"{start}-s{seed}" / "same_as.json").is_file():  # byte-identical starting weights
+        start = "rl"
     if start == "base":
         run, step0 = RESULTS / "compare" / TASK_B / f"rl-s{seed}", RESULTS / "compare" / TASK_B / "base"
     else:
