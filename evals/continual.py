@@ -124,8 +124,8 @@ def plot(a: dict, out: Path) -> list[Path]:
     for ax in (ax1, ax2):
         for j, task in enumerate(a["stages"]):
             if j:
-                ax.axvline(steps[j * per_stage - 1] + 0.5 * (steps[1] - steps[0]), color="grey", ls=":")
-            ax.text(steps[j * per_stage] if steps else 0, 0.02, task, fontsize=8, color="grey")
+                ax.axvline(steps[j * per_stage - 1], color="grey", ls=":")  # the switch, after this step
+            ax.text(steps[j * per_stage], 0.02, task, fontsize=8, color="grey", transform=ax.get_xaxis_transform())
         ax.set(xlabel="RL step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
