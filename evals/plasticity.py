@@ -95,7 +95,8 @@ def auc(points: list[dict]) -> float:
 
 
 def analyse(seeds: list[int]) -> dict:
-    out: dict = {"seeds": seeds, "task_a": TASK_A, "task_b": TASK_B, "config": CONFIG, "starts": {}}
+    out: dict = {"seeds": seeds, "task_a": TASK_A, "task_b": TASK_B, "config": CONFIG, "starts": {},
+                 "fst_same_as_rl": [s for s in seeds if (RESULTS / STUDY / f"fst-s{s}" / "same_as.json").is_file()]}
     for start in STARTS:
         curves = {s: c for s in seeds if (c := curve(start, s))}
         out["starts"][start] = {"curves": curves, "n": len(curves),
@@ -122,6 +123,12 @@ def markdown(a: dict) -> str:
     for start, r in a["starts"].items():
         lines.append(f"| {LABELS[start]} | {r['n']} | {_fmt(r['start_accuracy'])} | {_fmt(r['final_accuracy'])} | "
                      f"{_fmt(r['auc'])} |")
+    lines += ["", "Per seed (accuracy at steps 0, 4, 8, 12): " + "; ".join(
+        f"{start} s{s}: " + " ".join(f"{p['acc']:.3f}" for p in c)
+        for start, r in a["starts"].items() for s, c in r["curves"].items())]
+    if a["fst_same_as_rl"]:
+        lines += ["", f"Seeds {a['fst_same_as_rl']}: GEPA accepted no proposal in that seed's FST run on "
+                      f"{a['task_a']}, so its weights are byte-identical to RL's and its row repeats RL's run."]
     return "\n".join(lines) + "\n"
 
 
