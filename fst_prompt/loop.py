@@ -7,9 +7,10 @@ Modes (`loop.mode`): `fst`; `rl` (slow only, seed instruction); `gepa` (fast onl
 `gepa-then-rl` (one GEPA round on the base weights, then RL with its single best instruction).
 
 The problems are visited in one seeded order; the anchor set of a fast step is exactly the problems the
-next T RL steps will use (T x B of them). After every phase the run state (cycle, phase, population,
-ledger) is written atomically to `state.json`, and every slow phase ends on a TRL checkpoint, so
-`--resume` after a crash continues from the last completed phase and counts nothing twice.
+next T RL steps will use (T x B of them; for gepa-then-rl's single round, all the problems of its RL
+steps). After every phase the run state (cycle, phase, population, ledger) is written atomically to
+`state.json`, and every slow phase ends on a TRL checkpoint, so `--resume` after a crash continues from
+the last completed phase and counts nothing twice.
 """
 
 from __future__ import annotations
