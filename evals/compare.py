@@ -93,10 +93,11 @@ def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None
     results = RESULTS / STUDY / task / f"{mode}-s{seed}"
     if not (results / "done.json").is_file():
         return None
+    T = base_config()["loop"]["steps_per_cycle"]
     points = [{"step": 0, "rollouts": 0, "acc": base_acc, "seed_acc": base_acc, "kl": 0.0, "cycle": -1,
                "accepted": 0, "tried": 0}]
     for c in load_cycles(results):
-        step = c["rl_steps"] if mode != "gepa" else (c["cycle"] + 1) * base_config()["loop"]["steps_per_cycle"]
+        step = c["rl_steps"] if mode != "gepa" else (c["cycle"] + 1) * T
         points.append({"step": step, "rollouts": c["total_rollouts"], "acc": c["val_accuracy_best"],
                        "seed_acc": c["val_accuracy_seed"], "kl": c["kl"], "cycle": c["cycle"],
                        "accepted": c["proposals_accepted"], "tried": c["proposals_tried"]})

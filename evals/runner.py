@@ -14,7 +14,6 @@ thread is as fast as with two, so two jobs run side by side, each on one thread 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -23,6 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from fst_prompt.plots import load_cycles  # noqa: F401 - the drivers read finished runs with it
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
@@ -63,12 +64,13 @@ def run_jobs(jobs: list[Job], *, parallel: int = 2) -> None:
           flush=True)
     threads = max(1, (os.cpu_count() or 2) // parallel)
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        failed = [j.name for j, ok in zip(todo, pool.map(lambda j: _run_one(j, threads), todo), strict=True) if not ok]
+        ok = list(pool.map(lambda j: _run_one(j, threads, parallel), todo))
+    failed = [j.name for j, good in zip(todo, ok, strict=True) if not good]
     if failed:
         sys.exit(f"{len(failed)} jobs failed (see runs/exp/<study>/<name>/log.txt): {failed}")
 
 
-def _run_one(job: Job, threads: int) -> bool:
+def _run_one(job: Job, threads: int, parallel: int) -> bool:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     argv = [str(Path(sys.executable).parent / "fst"), *job.argv]
     if job.argv[0] == "run":
@@ -85,11 +87,11 @@ def _run_one(job: Job, threads: int) -> bool:
           f"in {seconds / 60:.1f} min", flush=True)
     if rc != 0:
         return False
-    _harvest(job, seconds, threads)
+    _harvest(job, seconds, threads, parallel)
     return True
 
 
-def _harvest(job: Job, seconds: float, threads: int) -> None:
+def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
     """Copy the results, keep the final weights only, mark the job done (last, atomically)."""
     from fst_prompt.loop import last_complete_checkpoint
     from fst_prompt.state import write_json_atomic
@@ -100,7 +102,7 @@ def _harvest(job: Job, seconds: float, threads: int) -> None:
             shutil.copy2(job.run_dir / name, job.results / name)
     checkpoints = job.run_dir / "checkpoints"
     if checkpoints.is_dir():
-        stages = sorted(p for p in checkpoints.glob("stage-*")) or [checkpoints]
+        stages = sorted(checkpoints.glob("stage-*"), key=lambda p: int(p.name.split("-")[1])) or [checkpoints]
         last = last_complete_checkpoint(stages[-1])
         if last:
             final = job.run_dir / "final"
@@ -110,17 +112,8 @@ def _harvest(job: Job, seconds: float, threads: int) -> None:
                     shutil.copy2(Path(last) / name, final / name)
         shutil.rmtree(checkpoints)
     write_json_atomic(job.results / "done.json", {"argv": job.argv, "wall_seconds": round(seconds, 1),
-                                                  "threads": threads, "device": "CPU (2 cores, shared by 2 jobs)",
+                                                  "threads": threads, "device": _device(parallel),
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
-
-
-def load_cycles(results: Path) -> list[dict]:
-    """A finished run's per-cycle records (the last record of a cycle counts, as in `fst plot`)."""
-    by_cycle = {}
-    for line in (results / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        by_cycle[record["cycle"]] = record
-    return [by_cycle[c] for c in sorted(by_cycle)]
 
 
 def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
@@ -143,3 +136,10 @@ def write_report(study: str, analysis: dict, text: str, plot) -> None:
     for path in plot(analysis, out):
         print(f"wrote {path}")
     print(text)
+
+
+def _device(parallel: int) -> str:
+    import torch
+
+    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return f"{where}, {os.cpu_count()} cores, {parallel} job(s) side by side"

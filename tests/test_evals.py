@@ -45,7 +45,7 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
         if complete:
             (ckpt / "trainer_state.json").write_text("{}")
     (job.run_dir / "metrics.jsonl").write_text(json.dumps({"cycle": 0}) + "\n")
-    runner._harvest(job, 61.0, threads=1)
+    runner._harvest(job, 61.0, threads=1, parallel=1)
     assert (job.results / "metrics.jsonl").is_file() and json.loads((job.results / "done.json").read_text())[
         "wall_seconds"] == 61.0
     final = runner.final_weights("study", "task/rl-s0")
