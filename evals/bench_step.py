@@ -41,13 +41,13 @@ def one_case(args: argparse.Namespace) -> None:
             self.times.append(time.perf_counter() - self.t0)
 
     task = load_task(args.task)
-    rl = RLConfig(steps=args.steps, problems_per_step=2, num_generations=4, max_completion_length=args.tokens,
-                  lora=args.lora, save_every=10_000, eval_every=10_000, warmup_steps=0)
+    rl = RLConfig(problems_per_step=2, num_generations=4, max_completion_length=args.tokens, lora=args.lora,
+                  save_every=10_000, warmup_steps=0)
     timer = Timer()
     cls = PopulationGRPOTrainer if args.case == "ours" else GRPOTrainer
     with tempfile.TemporaryDirectory() as out:
-        trainer = build_trainer(task, resolve_model(args.model), rl, Path(out), callbacks=[timer], trainer_class=cls,
-                                log_completions=False)
+        trainer = build_trainer(task, resolve_model(args.model), rl, Path(out), max_steps=args.steps,
+                                callbacks=[timer], trainer_class=cls, log_completions=False)
         trainer.train()
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"case": args.case, "lora": args.lora, "step_times": timer.times,

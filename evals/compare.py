@@ -46,7 +46,7 @@ def run_jobs_for(tasks: list[str], seeds: list[int], modes: list[str]) -> list[J
         for task in tasks:
             for mode in modes:
                 argv = ["run", CONFIG, "--set", f"task={task}", "--set", f"loop.mode={mode}",
-                        "--set", f"rl.seed={seed}", "--set", f"policy.seed={seed}", "--set", f"gepa.seed={seed}"]
+                        "--set", f"seed={seed}"]
                 if mode == "gepa-then-rl":
                     argv += ["--set", f"gepa.max_metric_calls={cycles * budget}"]
                 jobs.append(Job(STUDY, f"{task}/{mode}-s{seed}", argv))

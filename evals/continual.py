@@ -29,8 +29,7 @@ STUDY = "continual"
 
 
 def jobs_for(seeds: list[int], modes: list[str]) -> list[Job]:
-    return [Job(STUDY, f"{mode}-s{seed}", ["run", CONFIG, "--set", f"loop.mode={mode}", "--set", f"rl.seed={seed}",
-                                           "--set", f"policy.seed={seed}", "--set", f"gepa.seed={seed}"])
+    return [Job(STUDY, f"{mode}-s{seed}", ["run", CONFIG, "--set", f"loop.mode={mode}", "--set", f"seed={seed}"])
             for seed in seeds for mode in modes]
 
 

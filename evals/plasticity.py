@@ -61,7 +61,7 @@ def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
             evals.append(job)
             runs.append(Job(STUDY, f"{start}-s{seed}", [
                 "run", CONFIG, "--set", f"task={TASK_B}", "--set", "loop.mode=rl", "--set", f"policy.model={weights}",
-                "--set", f"rl.seed={seed}", "--set", f"policy.seed={seed}", "--set", f"gepa.seed={seed}"]))
+                "--set", f"seed={seed}"]))
     return evals, runs
 
 

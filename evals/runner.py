@@ -28,7 +28,7 @@ from fst_prompt.plots import load_cycles  # noqa: F401 - the drivers read finish
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
 RUNS = ROOT / "runs" / "exp"
-KEPT = ("metrics.jsonl", "rounds.jsonl", "state.json", "config.yaml", "forgetting.json")
+KEPT = ("metrics.jsonl", "rounds.jsonl", "steps.jsonl", "state.json", "config.yaml", "forgetting.json", "result.json")
 WEIGHTS = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
            "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
 
@@ -93,8 +93,7 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
 
 def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
     """Copy the results, keep the final weights only, mark the job done (last, atomically)."""
-    from fst_prompt.loop import last_complete_checkpoint
-    from fst_prompt.state import write_json_atomic
+    from fst_prompt.state import last_complete_checkpoint, write_json_atomic
 
     job.results.mkdir(parents=True, exist_ok=True)
     for name in KEPT:

@@ -1,10 +1,10 @@
 """The `fst` command.
 
     fst eval --task basic_arithmetic --model smollm2-135m-instruct --split val --n 64 [--prompt prompts.json]
-    fst optimize programs/chain_sum.yaml [--set gepa.max_metric_calls=300]
-    fst train programs/chain_sum-train.yaml [--set rl.steps=30] [--resume]
     fst run programs/chain_sum-fst.yaml [--set loop.mode=rl] [--resume]
-    fst plot runs/fst runs/rl [--out runs/plots]
+    fst optimize programs/chain_sum.yaml        # = fst run ... --set loop.mode=gepa (frozen weights)
+    fst train programs/chain_sum-train.yaml     # = fst run ... --set loop.mode=rl (seed instruction)
+    fst plot runs/fst runs/rl [--out plots/]
     fst export runs/fst --out exported/
     fst models        # what model names resolve to, and whether they are converted yet
     fst tasks         # the tasks found in programs/
@@ -22,7 +22,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fst_prompt.config import PolicyConfig
 from fst_prompt.state import write_json_atomic
+
+_POLICY = PolicyConfig.model_fields  # `fst eval` defaults = the run config's
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,22 +49,23 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--n", type=_positive, default=64, help="evaluate the first n examples of the split")
     ev.add_argument("--prompt", type=Path, help="prompts.json with the instructions to use")
     ev.add_argument("--out", type=Path, help="write the full result (every rollout) as JSON here")
-    ev.add_argument("--batch-size", type=_positive, default=8)
-    ev.add_argument("--max-new-tokens", type=_positive, default=128)
-    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--batch-size", type=_positive, default=_POLICY["batch_size"].default)
+    ev.add_argument("--max-new-tokens", type=_positive, default=_POLICY["max_new_tokens"].default)
+    ev.add_argument("--temperature", type=float, default=_POLICY["temperature"].default)
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
 
-    _config_command(sub, "optimize", cmd_optimize, "GEPA-only: evolve the instructions on frozen weights",
-                    "programs/chain_sum.yaml", "gepa.max_metric_calls=300", resume=False)
-    _config_command(sub, "train", cmd_train, "RL-only: GRPO on the weights with the seed instruction",
-                    "programs/chain_sum-train.yaml", "rl.steps=10")
-    _config_command(sub, "run", cmd_run, "the FST loop, or a baseline (loop.mode: fst, rl, gepa, gepa-then-rl)",
+    _config_command(sub, "run", None, "the FST loop, or a baseline (loop.mode: fst, rl, gepa, gepa-then-rl)",
                     "programs/chain_sum-fst.yaml", "loop.mode=rl")
+    _config_command(sub, "optimize", "gepa", "GEPA only, frozen weights: `fst run` with loop.mode=gepa",
+                    "programs/chain_sum.yaml", "gepa.max_metric_calls=300")
+    _config_command(sub, "train", "rl", "RL only, seed instruction: `fst run` with loop.mode=rl",
+                    "programs/chain_sum-train.yaml", "loop.cycles=5")
 
-    pl = sub.add_parser("plot", help="accuracy / KL / fast-weight figures for one or several run dirs")
+    pl = sub.add_parser("plot", help="accuracy / KL / fast-weight / RL-step figures for one or several run dirs")
     pl.add_argument("run_dirs", type=Path, nargs="+")
-    pl.add_argument("--out", type=Path, help="folder for the PNGs (default: <first run dir>/plots)")
+    pl.add_argument("--out", type=Path, default=Path("plots"),
+                    help="folder for the PNGs (default: ./plots; the run directories are only read)")
     pl.set_defaults(func=cmd_plot)
 
     ex = sub.add_parser("export", help="prompts.json, DSPy program.json, model folder and card from a run dir")
@@ -74,16 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_command(sub: Any, name: str, func: Any, help: str, example: str, override: str,
-                    resume: bool = True) -> None:
-    """A subcommand driven by a YAML config: `fst <name> <config> [--set key=value ...] [--resume]`."""
+def _config_command(sub: Any, name: str, mode: str | None, help: str, example: str, override: str) -> None:
+    """`fst <name> <config> [--set key=value ...] [--resume]`: `fst run`, with loop.mode fixed for an alias."""
     cmd = sub.add_parser(name, help=help)
     cmd.add_argument("config", type=Path, help=f"YAML config, e.g. {example}")
     cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help=f"override a config field, e.g. --set {override} (repeatable)")
-    if resume:
-        cmd.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
-    cmd.set_defaults(func=func)
+    cmd.add_argument("--resume", action="store_true", help="continue the run in run_dir from its last checkpoint")
+    cmd.set_defaults(func=cmd_run, mode=mode)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -111,34 +113,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_optimize(args: argparse.Namespace) -> int:
-    from fst_prompt.config import load_config
-    from fst_prompt.optimize import run_optimize
-
-    run_optimize(load_config(args.config, args.overrides))
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from fst_prompt.config import TrainConfig, load_config
-    from fst_prompt.train import run_train
-
-    run_train(load_config(args.config, args.overrides, model=TrainConfig), resume=args.resume)
-    return 0
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from fst_prompt.config import RunConfig, load_config
+    from fst_prompt.config import load_config
+
+    overrides = args.overrides + ([f"loop.mode={args.mode}"] if args.mode else [])
+    config = load_config(args.config, overrides)  # validated before the (slow) import of the loop
     from fst_prompt.loop import run_loop
 
-    run_loop(load_config(args.config, args.overrides, model=RunConfig), resume=args.resume)
+    run_loop(config, resume=args.resume)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from fst_prompt.plots import plot_runs
 
-    for path in plot_runs(args.run_dirs, args.out or args.run_dirs[0] / "plots"):
+    for path in plot_runs(args.run_dirs, args.out):
         print(f"wrote {path}")
     return 0
 

@@ -1,8 +1,9 @@
-"""One pydantic config tree, loaded from YAML. Every field has a default and says what it is.
+"""One pydantic config tree (`RunConfig`), loaded from YAML, for every mode of `fst run`. Every field has
+a default, says what it is and has an effect; one `seed` derives the policy, GEPA and RL seeds.
 
 Invalid files fail before any model loads, naming the field and what is allowed:
 
-    fst optimize programs/chain_sum.yaml --set gepa.max_metric_calls=300
+    fst run programs/chain_sum-fst.yaml --set gepa.max_metric_calls=300
 """
 
 from __future__ import annotations
@@ -72,35 +73,29 @@ class ReflectionConfig(Strict):
 class PolicyConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="model name (see `fst models`) or HF folder")
     batch_size: int = Field(8, ge=1, description="rollouts per generate call")
-    max_new_tokens: int = Field(128, ge=1)
+    max_new_tokens: int = Field(128, ge=1, description="longest completion in GEPA rollouts and evaluations")
     temperature: float = Field(0.0, ge=0, description="0 = greedy; GEPA scores are then deterministic")
-    seed: int = 0
+    seed: int | None = Field(None, description="sampling seed (default: the run's `seed`)")
 
 
 class GEPAConfig(Strict):
     max_metric_calls: int = Field(200, ge=1, description="policy rollouts GEPA may spend per round")
     reflection_minibatch_size: int = Field(3, ge=1, description="examples shown to the reflection LM")
     population_size: int = Field(4, ge=1, description="K: candidates carried between rounds")
-    anchor_size: int = Field(24, ge=1, description="anchor (Pareto) set: the first N train examples")
+    anchor_size: int | None = Field(
+        None, ge=1, description="problems in a fast step's anchor (Pareto) set, in the order RL visits them from "
+        "the next RL step on; default: exactly the problems of the next T RL steps (gepa-then-rl: of all its steps)")
     use_merge: bool = Field(False, description="gepa's merge proposals (opt-in)")
     use_wandb: bool = Field(False, description="gepa's own Weights & Biases tracking (off by default)")
     use_mlflow: bool = Field(False, description="gepa's own MLflow tracking (off by default)")
-    seed: int = 0
+    seed: int | None = Field(None, description="gepa's seed (default: the run's `seed`); cycle c uses seed + c")
 
 
-class OptimizeConfig(Strict):
-    task: str = Field(..., description="task name in programs/ or a path to a task file")
-    task_kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the task's make_task()")
-    policy: PolicyConfig = PolicyConfig()
-    gepa: GEPAConfig = GEPAConfig()
-    reflection: ReflectionConfig = ReflectionConfig()
-    rounds: int = Field(1, ge=1, description="GEPA rounds (weights are frozen in `fst optimize`)")
-    test_n: int = Field(64, ge=1, description="test examples for the seed-vs-best comparison")
-    run_dir: str = Field("runs/optimize", description="where everything is written")
+# TRL's report_to values, and the package each needs (checked before any model loads).
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 
 
 class RLConfig(Strict):
-    steps: int = Field(30, ge=1, description="RL steps (optimizer updates)")
     problems_per_step: int = Field(2, ge=1, description="B: problems per step")
     num_generations: int = Field(4, ge=2, description="G: rollouts per problem (paper: 8)")
     learning_rate: float = Field(5e-6, gt=0)
@@ -113,17 +108,28 @@ class RLConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     lora: bool = Field(False, description="train a LoRA adapter instead of all weights")
     lora_r: int = Field(16, ge=1)
-    save_every: int = Field(10, ge=1, description="checkpoint every N steps")
-    eval_every: int = Field(10, ge=1, description="val accuracy + KL probe every N steps")
-    eval_n: int = Field(64, ge=1, description="val examples per evaluation")
-    kl_probe_n: int = Field(16, ge=1, description="val prompts in the KL probe (x2: seed and no instruction)")
+    save_every: int = Field(6, ge=1, description="checkpoint every N steps; must divide loop.steps_per_cycle")
+    kl_probe_n: int = Field(16, ge=1, description="val prompts (seed instruction) in the KL probe")
     kl_samples: int = Field(2, ge=1, description="completions sampled per probe prompt")
-    report_to: str = Field("none", description="TRL tracking: none, tensorboard, wandb, mlflow")
+    report_to: str = Field("none", description="tracker for TRL's per-step and our per-cycle metrics: "
+                           f"one of {sorted(TRACKERS)}")
     use_vllm: bool = Field(False, description="generate RL rollouts with vLLM (GPU, `pip install -e '.[vllm]'`)")
     vllm_mode: Literal["colocate"] = Field(
         "colocate", description="only colocate: TRL's server mode samples a whole group from one prompt, but "
         "each rollout here has its own context")
-    seed: int = 0
+    seed: int | None = Field(None, description="TRL's seed and the problem order (default: the run's `seed`)")
+
+    @field_validator("report_to")
+    @classmethod
+    def _tracker_installed(cls, v: str) -> str:
+        import importlib.util
+
+        if v not in TRACKERS:
+            raise ValueError(f"unknown tracker {v!r}; choose one of {sorted(TRACKERS)}")
+        if TRACKERS[v] and importlib.util.find_spec(TRACKERS[v]) is None:
+            raise ValueError(f"report_to {v!r} needs the {TRACKERS[v]!r} package: `pip install {TRACKERS[v]}`, "
+                             "or set rl.report_to: none")
+        return v
 
     @field_validator("use_vllm")
     @classmethod
@@ -135,14 +141,6 @@ class RLConfig(Strict):
         return v
 
 
-class TrainConfig(Strict):
-    task: str = Field(..., description="task name in programs/ or a path to a task file")
-    task_kwargs: dict[str, Any] = Field(default_factory=dict)
-    policy: PolicyConfig = PolicyConfig()
-    rl: RLConfig = RLConfig()
-    run_dir: str = Field("runs/train", description="where everything is written")
-
-
 class LoopConfig(Strict):
     mode: Literal["fst", "rl", "gepa", "gepa-then-rl"] = Field(
         "fst", description="fst: GEPA round then T RL steps each cycle; rl: RL with the seed instruction; gepa: "
@@ -150,6 +148,8 @@ class LoopConfig(Strict):
     cycles: int = Field(5, ge=1, description="fast/slow cycles")
     steps_per_cycle: int = Field(6, ge=1, description="T: RL steps after each fast step (paper: 6)")
     eval_n: int = Field(64, ge=1, description="val examples evaluated after every cycle")
+    test_n: int = Field(0, ge=0, description="at the end: test accuracy of the seed vs the best instruction on "
+                        "the first N test examples of every task, written to result.json; 0 = skip")
 
 
 class StageConfig(Strict):
@@ -170,6 +170,7 @@ class RunConfig(Strict):
     reflection: ReflectionConfig = ReflectionConfig()
     rl: RLConfig = RLConfig()
     loop: LoopConfig = LoopConfig()
+    seed: int = Field(0, description="the run's seed; policy.seed, gepa.seed and rl.seed default to it")
     run_dir: str = Field("runs/fst", description="where everything is written")
 
     def stages(self) -> list[StageConfig]:
@@ -178,6 +179,13 @@ class RunConfig(Strict):
     @property
     def total_cycles(self) -> int:
         return sum(stage.cycles for stage in self.stages())
+
+    @model_validator(mode="after")
+    def _derive_seeds(self) -> RunConfig:
+        for section in (self.policy, self.gepa, self.rl):
+            if section.seed is None:
+                section.seed = self.seed
+        return self
 
     @model_validator(mode="after")
     def _one_task_source(self) -> RunConfig:
@@ -199,7 +207,7 @@ class ConfigError(ValueError):
     """A config file or override that does not validate; the message names the field."""
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None, model: type[BaseModel] = OptimizeConfig):
+def load_config(path: str | Path, overrides: list[str] | None = None, model: type[BaseModel] | None = None) -> Any:
     """Read YAML, apply `key.sub=value` overrides (values parsed as YAML), validate."""
     path = Path(path)
     if not path.is_file():
@@ -220,7 +228,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None, model: typ
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(value)
     try:
-        return model.model_validate(data)
+        return (model or RunConfig).model_validate(data)
     except ValidationError as e:
         lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
         raise ConfigError(f"{path} is not a valid config:\n" + "\n".join(lines)) from None

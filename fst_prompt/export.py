@@ -2,9 +2,14 @@
 
 - `prompts.json`: the best instructions `{predictor: text}` plus the population with its scores;
 - `program.json`: the DSPy program with the learned instructions (`program.save`); plain `dspy` loads it
-  into the same module with `program.load("program.json")`;
-- `model/`: the trained weights from the last checkpoint (a full HF model folder, or the LoRA adapter);
+  into the same module with `program.load("program.json")`; a continual run gets one
+  `program-<task>.json` per task of its schedule;
+- `model/`: the trained weights from the last complete checkpoint of the last stage that trained (a full
+  HF model folder, or the LoRA adapter); none in gepa mode;
 - `README.md`: a model card with the run's measured figures.
+
+Every mode writes the same run directory (`fst run`), so this reads them all. It only reads: the run
+directory (which may still be running) is left byte-for-byte as it was.
 """
 
 from __future__ import annotations
@@ -14,30 +19,37 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from fst_prompt.state import RunState, write_json_atomic, write_text_atomic
+from fst_prompt.config import RunConfig, load_config
+from fst_prompt.fast.population import Population
+from fst_prompt.programs import load_task
+from fst_prompt.stages import checkpoint_dir
+from fst_prompt.state import RunState, last_complete_checkpoint, write_json_atomic, write_text_atomic
 
 # Trainer state in a TRL checkpoint that a model folder does not need.
 _TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
 
 
 def export_run(run_dir: Path, out: Path) -> list[Path]:
-    from fst_prompt.config import RunConfig, load_config
-    from fst_prompt.fast.population import Population
-    from fst_prompt.programs import load_task
-
     run_dir, out = Path(run_dir), Path(out)
-    config = load_config(run_dir / "config.yaml", model=RunConfig)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir / 'config.yaml'} does not exist: is {run_dir} a `fst run` directory?")
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} is inside the run directory {run_dir}; export writes nothing there")
+    config: RunConfig = load_config(run_dir / "config.yaml")
     state = RunState.load(run_dir)
-    task = load_task(config.task, **config.task_kwargs)
     population = Population.from_json(state.population)
     best = population.best()
     out.mkdir(parents=True, exist_ok=True)
 
     write_json_atomic(out / "prompts.json", {"instructions": best.instructions, "best_id": best.id,
                                              "population": population.to_json()})
-    task.with_instructions(best.instructions).save(str(out / "program.json"))
-    written = [out / "prompts.json", out / "program.json"]
-    model_dir = _copy_last_checkpoint(run_dir / "checkpoints", out / "model")
+    written = [out / "prompts.json"]
+    for spec in config.stages():
+        task = load_task(spec.task, **spec.task_kwargs)
+        path = out / (f"program-{task.name}.json" if config.schedule else "program.json")
+        task.with_instructions(best.instructions).save(str(path))
+        written.append(path)
+    model_dir = _copy_last_checkpoint(_last_checkpoint(run_dir, config), out / "model")
     if model_dir:
         written.append(model_dir)
     last = _last_metrics(run_dir)
@@ -46,10 +58,17 @@ def export_run(run_dir: Path, out: Path) -> list[Path]:
     return written
 
 
-def _copy_last_checkpoint(checkpoints: Path, dest: Path) -> Path | None:
-    from fst_prompt.loop import last_complete_checkpoint
+def _last_checkpoint(run_dir: Path, config: RunConfig) -> str | None:
+    """The last complete checkpoint of the last stage that has one (read only: nothing is cleaned up)."""
+    for index in reversed(range(len(config.stages()))):
+        folder = checkpoint_dir(run_dir, config, index)
+        last = last_complete_checkpoint(folder, remove_partial=False) if folder.is_dir() else None
+        if last:
+            return last
+    return None
 
-    last = last_complete_checkpoint(checkpoints) if checkpoints.is_dir() else None
+
+def _copy_last_checkpoint(last: str | None, dest: Path) -> Path | None:
     if last is None:
         return None  # gepa mode: the weights never changed
     tmp = dest.with_name(dest.name + ".tmp")
@@ -83,8 +102,10 @@ def _model_card(config: Any, state: RunState, instructions: dict[str, str], last
         weights = f"`model/` holds the trained weights ({kind})."
     else:
         weights = "No weights: this run only evolved instructions (gepa mode)."
-    return (f"# {config.task}: trained with fst-prompt ({config.loop.mode})\n\n"
+    tasks = " → ".join(spec.task for spec in config.stages())
+    return (f"# {tasks}: trained with fst-prompt ({config.loop.mode})\n\n"
             f"Measured by the run (val split, n = {config.loop.eval_n}):\n\n| | |\n|---|---|\n{rows}\n\n"
             f"## Learned instructions\n\n{prompts}\n\n## Files\n\n{weights} `program.json` loads into the task's "
-            "DSPy module with `program.load(...)`; `prompts.json` holds the population with its scores.\n\n"
+            "DSPy module with `program.load(...)` (one `program-<task>.json` per task for a continual run); "
+            "`prompts.json` holds the population with its scores.\n\n"
             "Base model license: Apache-2.0 (see the model folder's LICENSE / NOTICE).\n")

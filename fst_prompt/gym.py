@@ -125,7 +125,7 @@ def gym_task(
     *,
     sizes: tuple[int, int, int] = DEFAULT_SIZES,
     seed: int = 0,
-    adapter: AdapterKind = "chat",
+    adapter: AdapterKind = "text",
     chain_of_thought: bool = False,
     numeric: bool = False,
 ) -> Task:

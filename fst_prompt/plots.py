@@ -2,9 +2,13 @@
 
 - accuracy.png: val accuracy (best instruction) vs RL step, and vs total policy rollouts (RL + GEPA);
 - kl_vs_accuracy.png: KL(pi || pi_base) on the probe set vs val accuracy, one point per cycle;
-- fast_weights.png: accepted proposals and population size per cycle.
+- fast_weights.png: accepted proposals and population size per cycle;
+- rl_steps.png (runs that train): reward per RL step, overall and per context of the population, and the
+  fraction of zero-variance groups (which give no gradient), from `steps.jsonl`.
 
     fst plot runs/fst runs/rl --out runs/plots
+
+It only reads the run directories.
 """
 
 from __future__ import annotations
@@ -17,12 +21,26 @@ from typing import Any
 def load_cycles(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a `fst run` directory?")
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a `fst run` directory (one that finished a "
+                                "cycle)?")
     by_cycle = {}
     for line in path.read_text().splitlines():
         record = json.loads(line)
         by_cycle[record["cycle"]] = record  # a cycle evaluated twice (crash + resume): the last one counts
     return [by_cycle[c] for c in sorted(by_cycle)]
+
+
+def load_steps(run_dir: Path) -> list[dict[str, Any]]:
+    """TRL's per-step log records of a run, in RL-step order (a step logged twice after a resume: the last)."""
+    path = Path(run_dir) / "steps.jsonl"
+    if not path.is_file():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        record = json.loads(line)
+        if "reward" in record:  # the end-of-training summary has no reward
+            by_step[(record.get("stage", 0), record["step"])] = record
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
@@ -31,7 +49,9 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {_label(Path(d)): load_cycles(Path(d)) for d in run_dirs}
+    labels = [_label(Path(d)) for d in run_dirs]
+    labels = [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+    runs = {label: load_cycles(Path(d)) for label, d in zip(labels, run_dirs, strict=True)}
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
@@ -59,7 +79,28 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
     _axes(ax1, "cycle", "proposals accepted in the cycle")
     _axes(ax2, "cycle", "population size")
     written.append(_save(fig, out_dir / "fast_weights.png"))
+
+    steps = {label: load_steps(Path(d)) for label, d in zip(labels, run_dirs, strict=True)}
+    if any(steps.values()):
+        written.append(_plot_steps(steps, out_dir / "rl_steps.png"))
     return written
+
+
+def _plot_steps(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (label, steps) in enumerate(runs.items()):
+        xs = list(range(1, len(steps) + 1))  # global RL step (stages follow each other)
+        ax1.plot(xs, [s["reward"] for s in steps], color=f"C{i}", label=f"{label}: all rollouts")
+        contexts = sorted({k for s in steps for k in s if k.startswith("reward/context_")})
+        for j, key in enumerate(contexts):
+            ax1.plot(xs, [s.get(key, float("nan")) for s in steps], color=f"C{i}", alpha=0.4, lw=1,
+                     ls=("--", ":", "-.")[j % 3], label=f"{label}: {key.split('/')[-1]}")
+        ax2.plot(xs, [s.get("frac_reward_zero_std", float("nan")) for s in steps], color=f"C{i}", label=label)
+    _axes(ax1, "RL step", "mean reward")
+    _axes(ax2, "RL step", "fraction of zero-variance groups")
+    return _save(fig, path)
 
 
 def _label(run_dir: Path) -> str:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fst_prompt.models import resolve_model
+
 Conversation = list[dict[str, str]]
 
 
@@ -22,7 +24,7 @@ Conversation = list[dict[str, str]]
 class Sampling:
     temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    max_new_tokens: int = 256
+    max_new_tokens: int = 128  # = PolicyConfig.max_new_tokens
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
@@ -74,8 +76,6 @@ class Policy:
         """Resolve a model name (see `models.py`) and load it in fp32 on `device`."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from fst_prompt.models import resolve_model
 
         path = resolve_model(name_or_path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)

@@ -1,10 +1,12 @@
 """Run state on disk: atomic writes (temp file + rename, the rule every writer follows), the run's
-resumable state (cycle, phase, population, ledger) and its ledger of what was spent."""
+resumable state (cycle, phase, population, ledger), its ledger of what was spent, and which TRL
+checkpoint a run (or a reader of it) may trust."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,3 +96,18 @@ class RunState:
             raise ValueError(f"{path} has state version {data.get('version')!r}; this fst-prompt reads {STATE_VERSION}")
         return cls(cycle=data["cycle"], phase=data["phase"], population=data["population"],
                    ledger=Ledger(**data["ledger"]), version=data["version"])
+
+
+def last_complete_checkpoint(checkpoints: Path, *, remove_partial: bool = True) -> str | None:
+    """The newest TRL checkpoint in `checkpoints/` that was fully written, or None.
+
+    The Trainer writes `trainer_state.json` last, so a checkpoint without it never finished (a kill
+    mid-save). The run that owns the folder removes such leftovers before resuming (`remove_partial`);
+    readers (`fst export`) pass False and change nothing.
+    """
+    found = sorted(Path(checkpoints).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    complete = [p for p in found if (p / "trainer_state.json").is_file()]
+    if remove_partial:
+        for path in set(found) - set(complete):
+            shutil.rmtree(path)
+    return str(complete[-1]) if complete else None

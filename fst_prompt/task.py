@@ -56,7 +56,7 @@ class Task:
     val: list[dspy.Example]
     test: list[dspy.Example]
     metric: Metric
-    adapter: AdapterKind = "chat"  # "text" for small models: see text_adapter.py
+    adapter: AdapterKind = "text"  # what small models can follow (text_adapter.py); "chat" for DSPy's markers
     description: str = ""
     extra: dict = field(default_factory=dict)  # free-form (e.g. the generator config), kept in results
 

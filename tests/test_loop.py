@@ -5,10 +5,10 @@ import json
 import pytest
 import yaml
 
-from fst_prompt import loop
+from fst_prompt import loop, stages
 from fst_prompt.cli import main
 from fst_prompt.config import ConfigError, RunConfig, load_config
-from fst_prompt.state import RunState
+from fst_prompt.state import RunState, last_complete_checkpoint
 
 
 def config(tmp_path, tiny_path, endpoint, **changes):
@@ -48,10 +48,10 @@ def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
 
 
 def test_anchor_is_the_problems_the_next_steps_use():
-    order = loop.problem_order(10, seed=0)
-    assert sorted(order) == list(range(10)) and order == loop.problem_order(10, seed=0)
-    assert loop.upcoming(order, first_step=0, steps=2, per_step=2) == order[:4]
-    assert loop.upcoming(order, first_step=4, steps=2, per_step=2) == order[8:] + order[:2]  # next epoch
+    order = stages.problem_order(10, seed=0)
+    assert sorted(order) == list(range(10)) and order == stages.problem_order(10, seed=0)
+    assert stages.upcoming(order, first_step=0, steps=2, per_step=2) == order[:4]
+    assert stages.upcoming(order, first_step=4, steps=2, per_step=2) == order[8:] + order[:2]  # next epoch
 
 
 @pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow"])
@@ -59,24 +59,25 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint), progress=False)
 
     cfg = config(tmp_path / "b", tiny_path, endpoint)
-    real_slow = loop._slow_phase
+    real_slow = loop._slow_step
     calls = {"n": 0}
 
-    def crashing_slow(stage, population, cfg_, target, state):
+    def crashing_slow(stage, contexts, cfg_, state):
         calls["n"] += 1
         if calls["n"] == 2:  # the second cycle's slow phase
             if crash_in == "middle_of_slow":
-                stage.trainer.args.max_steps = target - 1  # one of its two steps done and checkpointed
+                stage.trainer.set_population(contexts)
+                stage.trainer.args.max_steps = 3  # one of its two steps done and checkpointed
                 stage.trainer.train(resume_from_checkpoint=True)
             raise KeyboardInterrupt("simulated crash")
-        return real_slow(stage, population, cfg_, target, state)
+        return real_slow(stage, contexts, cfg_, state)
 
-    monkeypatch.setattr(loop, "_slow_phase", crashing_slow)
+    monkeypatch.setattr(loop, "_slow_step", crashing_slow)
     with pytest.raises(KeyboardInterrupt):
         loop.run_loop(cfg, progress=False)
     saved = RunState.load(tmp_path / "b" / "run")
     assert (saved.cycle, saved.phase) == (1, "slow")
-    monkeypatch.setattr(loop, "_slow_phase", real_slow)
+    monkeypatch.setattr(loop, "_slow_step", real_slow)
     resumed = loop.run_loop(cfg, resume=True, progress=False)
     assert comparable(resumed) == comparable(uninterrupted)
 
@@ -92,16 +93,14 @@ def test_modes(tmp_path, tiny_path, endpoint):
 
 
 def test_gepa_then_rl_anchors_on_every_step_and_rl_evaluates_once(tmp_path, tiny_path, endpoint, monkeypatch):
-    import fst_prompt.evaluate
-
     then = loop.run_loop(config(tmp_path / "t", tiny_path, endpoint, loop__mode="gepa-then-rl"), progress=False)
     scores = [c["scores"] for c in then.population["candidates"]]
     assert {len(s) for s in scores} == {2 * 2 * 2}  # cycles x T x B problems, not just the first T steps'
     assert then.ledger.rl_steps == 4 and len((tmp_path / "t" / "run" / "rounds.jsonl").read_text().splitlines()) == 1
 
     calls = []
-    real = fst_prompt.evaluate.evaluate
-    monkeypatch.setattr(fst_prompt.evaluate, "evaluate",
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate",
                         lambda *a, **k: calls.append(k["instructions"]) or real(*a, **k))
     loop.run_loop(config(tmp_path / "rl", tiny_path, endpoint, loop__mode="rl", loop__cycles=1), progress=False)
     assert len(calls) == 1  # best == seed instruction: evaluated once, reported as both
@@ -123,11 +122,12 @@ def test_config_and_cli_errors(tmp_path, tiny_path, endpoint, capsys):
 def test_plots_from_runs(tmp_path, tiny_path, endpoint, capsys):
     loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, loop__cycles=1), progress=False)
     run = tmp_path / "a" / "run"
-    assert {p.name for p in (run / "plots").iterdir()} == {"accuracy.png", "kl_vs_accuracy.png", "fast_weights.png"}
+    assert {p.name for p in (run / "plots").iterdir()} == {"accuracy.png", "kl_vs_accuracy.png", "fast_weights.png",
+                                                          "rl_steps.png"}
     assert main(["plot", str(run), str(run), "--out", str(tmp_path / "figs")]) == 0
     assert all((tmp_path / "figs" / n).stat().st_size > 5000 for n in ("accuracy.png", "kl_vs_accuracy.png"))
-    assert main(["plot", str(tmp_path)]) == 2
-    assert "a `fst run` directory?" in capsys.readouterr().err
+    assert main(["plot", str(tmp_path), "--out", str(tmp_path / "figs")]) == 2
+    assert "a `fst run` directory" in capsys.readouterr().err
 
 
 PLAIN_DSPY = """
@@ -190,9 +190,11 @@ def test_half_written_checkpoints_are_discarded(tmp_path):
         (folder / "model.safetensors").write_text("weights")
         if complete:
             (folder / "trainer_state.json").write_text("{}")  # the Trainer writes it last
-    assert loop.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
-    assert not (tmp_path / "checkpoint-3").exists()
-    assert loop.last_complete_checkpoint(tmp_path / "none") is None
+    assert last_complete_checkpoint(tmp_path, remove_partial=False) == str(tmp_path / "checkpoint-2")
+    assert (tmp_path / "checkpoint-3").exists()  # a reader (fst export) leaves it alone
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")
+    assert not (tmp_path / "checkpoint-3").exists()  # the run that owns it cleans up before resuming
+    assert last_complete_checkpoint(tmp_path / "none") is None
 
 
 def continual_config(tmp_path, tiny_path, endpoint, **loop_changes):
@@ -230,17 +232,17 @@ def test_continual_schedule_switches_tasks_at_the_right_steps(tmp_path, tiny_pat
 
 def test_continual_resume_into_the_next_stage(tmp_path, tiny_path, endpoint, monkeypatch):
     cfg = continual_config(tmp_path, tiny_path, endpoint, mode="rl")
-    real_slow = loop._slow_phase
+    real_slow = loop._slow_step
 
     def crash_on_stage_1(stage, *args):
         if stage.index == 1:
             raise KeyboardInterrupt("simulated crash")
         return real_slow(stage, *args)
 
-    monkeypatch.setattr(loop, "_slow_phase", crash_on_stage_1)
+    monkeypatch.setattr(loop, "_slow_step", crash_on_stage_1)
     with pytest.raises(KeyboardInterrupt):
         loop.run_loop(cfg, progress=False)
-    monkeypatch.setattr(loop, "_slow_phase", real_slow)
+    monkeypatch.setattr(loop, "_slow_step", real_slow)
     state = loop.run_loop(cfg, resume=True, progress=False)  # stage 1 starts from stage 0's last checkpoint
     assert state.cycle == 3 and state.ledger.rl_steps == 3
 

@@ -16,13 +16,13 @@ CONTEXTS = [{"self": "Context A: add."}, {"self": "Context B: subtract."}]
 
 
 def rl(**changes):
-    base = dict(steps=2, problems_per_step=2, num_generations=4, max_completion_length=6, learning_rate=1e-3,
-                warmup_steps=0, save_every=100, eval_every=100)
+    base = dict(problems_per_step=2, num_generations=4, max_completion_length=6, learning_rate=1e-3,
+                warmup_steps=0, save_every=100)
     return RLConfig(**(base | changes))
 
 
 def test_mixed_group_advantages_match_hand_computation(qa_task, tiny_path, tmp_path, monkeypatch):
-    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, contexts=CONTEXTS, shuffle_dataset=False)
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=2, contexts=CONTEXTS, shuffle_dataset=False)
     seen = {}
 
     def reward_by_context(prompts, completions, context_index, **kwargs):
@@ -76,7 +76,7 @@ def variety(gold, pred):
 @pytest.mark.parametrize("lora", [False, True])
 def test_two_step_smoke_run(qa_task, tiny_path, tmp_path, lora):
     qa_task.metric = variety
-    trainer = build_trainer(qa_task, tiny_path, rl(lora=lora, lora_r=4), tmp_path, contexts=CONTEXTS)
+    trainer = build_trainer(qa_task, tiny_path, rl(lora=lora, lora_r=4), tmp_path, max_steps=2, contexts=CONTEXTS)
     before = snapshot(trainer.model)
     trainer.train()
     after = snapshot(trainer.model)
@@ -100,7 +100,7 @@ def test_two_step_smoke_run(qa_task, tiny_path, tmp_path, lora):
 
 
 def test_population_can_change_between_steps(qa_task, tiny_path, tmp_path):
-    trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path, contexts=CONTEXTS)
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=1, contexts=CONTEXTS)
     trainer.set_population([{"self": "Only context C."}])
     trainer.train()
     import pandas as pd
@@ -112,7 +112,7 @@ def test_population_can_change_between_steps(qa_task, tiny_path, tmp_path):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(qa_task, tiny_path, tmp_path, monkeypatch):
-    trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path, contexts=CONTEXTS)
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=1, contexts=CONTEXTS)
     from trl import GRPOTrainer
 
     monkeypatch.setattr(GRPOTrainer, "compute_loss", lambda *a, **k: torch.tensor(float("nan")))
@@ -122,11 +122,11 @@ def test_non_finite_loss_stops_with_a_clear_message(qa_task, tiny_path, tmp_path
 
 def test_vllm_server_mode_is_refused(qa_task, tiny_path, tmp_path):
     with pytest.raises(ValueError, match="vllm_mode='colocate'"):
-        build_trainer(qa_task, tiny_path, rl(), tmp_path, use_vllm=True, vllm_mode="server")
+        build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=2, use_vllm=True, vllm_mode="server")
 
 
 def test_metrics_are_json_serialisable(qa_task, tiny_path, tmp_path):
-    trainer = build_trainer(qa_task, tiny_path, rl(steps=1), tmp_path)
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=1)
     trainer.train()
     json.dumps(trainer.state.log_history)
 
@@ -140,7 +140,7 @@ def test_smollm2_two_steps(tmp_path):
     task = load_task("chain_sum", sizes=(8, 8, 8))
     contexts = [task.seed_instructions(), {"self": "Add or subtract the two numbers. Reply with the number only."}]
     trainer = build_trainer(task, resolve_model("smollm2-135m-instruct"), rl(max_completion_length=24,
-                            learning_rate=1e-5), tmp_path, contexts=contexts)
+                            learning_rate=1e-5), tmp_path, max_steps=2, contexts=contexts)
     before = snapshot(trainer.model)
     trainer.train()
     after = snapshot(trainer.model)
@@ -163,7 +163,7 @@ def test_vllm_settings_are_validated_before_any_model_loads():
 
 def test_tensorboard_tracking_passes_through(qa_task, tiny_path, tmp_path):
     """Experiment tracking is TRL's: `rl.report_to: tensorboard` writes event files (works offline)."""
-    trainer = build_trainer(qa_task, tiny_path, rl(steps=1, report_to="tensorboard"), tmp_path)
+    trainer = build_trainer(qa_task, tiny_path, rl(report_to="tensorboard"), tmp_path, max_steps=1)
     trainer.train()
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0

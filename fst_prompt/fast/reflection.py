@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fst_prompt.config import ReflectionConfig
+from fst_prompt.fetch import assemble_gguf, weights_registry
 
 _NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (or "
               "`pip install -e '.[reflect]'`; a 6-8 minute compile the first time), or set reflection.base_url "
@@ -187,8 +188,6 @@ def check_reflection_ready(config: ReflectionConfig) -> None:
         if config.api_key_env and not os.environ.get(config.api_key_env):
             raise ValueError(f"reflection.api_key_env names {config.api_key_env!r}, which is not set")
         return
-    from fst_prompt.fetch import weights_registry
-
     if config.model not in weights_registry():
         raise ValueError(f"reflection.model {config.model!r} is not a built-in local model "
                          f"({sorted(weights_registry())}); set reflection.base_url to use an endpoint")
@@ -202,8 +201,6 @@ def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) ->
     if config.base_url:
         yield ReflectionLM(config)
         return
-    from fst_prompt.fetch import assemble_gguf
-
     gguf = assemble_gguf(config.model)
     log_path = (log_dir / "reflection_server.log") if log_dir else None
     with LocalServer(gguf, n_ctx=config.n_ctx, threads=config.threads, log_path=log_path) as server:

@@ -17,6 +17,7 @@ from typing import Any
 import dspy
 
 from fst_prompt.config import GEPAConfig
+from fst_prompt.console import RoundProgress
 from fst_prompt.fast.adapter import TaskAdapter, example_id
 from fst_prompt.fast.population import Candidate, Population, candidate_id
 from fst_prompt.fast.reflection import Proposer
@@ -72,13 +73,17 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
     seed = population.best()
     outcomes0 = dict(proposer.outcomes)
 
-    result = gepa.optimize(
-        seed_candidate=seed.instructions, trainset=anchor, valset=anchor, adapter=adapter,
-        custom_candidate_proposer=proposer, max_metric_calls=config.max_metric_calls,
-        reflection_minibatch_size=config.reflection_minibatch_size, use_merge=config.use_merge,
-        seed=config.seed + cycle, display_progress_bar=progress, logger=_LogFile(log_path),
-        use_wandb=config.use_wandb, use_mlflow=config.use_mlflow,
-    )
+    adapter.observer = RoundProgress(config.max_metric_calls, len(anchor), seed.instructions, proposer, show=progress)
+    try:
+        result = gepa.optimize(
+            seed_candidate=seed.instructions, trainset=anchor, valset=anchor, adapter=adapter,
+            custom_candidate_proposer=proposer, max_metric_calls=config.max_metric_calls,
+            reflection_minibatch_size=config.reflection_minibatch_size, use_merge=config.use_merge,
+            seed=(config.seed or 0) + cycle, display_progress_bar=False, logger=_LogFile(log_path),
+            use_wandb=config.use_wandb, use_mlflow=config.use_mlflow,
+        )
+    finally:
+        adapter.observer.close()
 
     gepa_ids = [candidate_id(c) for c in result.candidates]
     for i, instructions in enumerate(result.candidates):

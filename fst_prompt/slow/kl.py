@@ -12,9 +12,13 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from fst_prompt.render import render
+from fst_prompt.task import Task
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,21 @@ class KLEstimate:
     mean: float  # nats per sequence
     stderr: float
     n: int
+
+
+def probe_conversations(task: Task, n: int) -> list[list[dict[str, str]]]:
+    """The fixed probe set: the first n val prompts, rendered with the task's seed instruction."""
+    return [render(task, ex) for ex in task.val[:n]]
+
+
+def probe_base(trainer: Any, model_path: Path) -> Any:
+    """The probe's base model: TRL's reference model when beta > 0 (no second copy), None for LoRA (the
+    adapter is disabled instead), else — beta = 0, where TRL keeps no reference — a loaded copy."""
+    if trainer.ref_model is not None or hasattr(trainer.model, "disable_adapter"):
+        return trainer.ref_model
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
 
 
 def kl_to_base(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *, base: Any = None,

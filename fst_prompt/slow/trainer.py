@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from fst_prompt.config import RLConfig
@@ -88,15 +89,16 @@ def train_dataset(task: Task, order: list[int] | None = None):
     return Dataset.from_list([{"prompt": render(task, task.train[i]), "example_index": i} for i in order])
 
 
-def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
+def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, **overrides: Any) -> GRPOConfig:
     cuda = torch.cuda.is_available()
     kwargs: dict[str, Any] = dict(
-        output_dir=str(output_dir), max_steps=rl.steps, learning_rate=rl.learning_rate,
+        output_dir=str(output_dir), max_steps=max_steps, learning_rate=rl.learning_rate,
         per_device_train_batch_size=rl.problems_per_step * rl.num_generations,
         num_generations=rl.num_generations, max_completion_length=rl.max_completion_length,
         temperature=rl.temperature, top_p=rl.top_p, loss_type=rl.loss_type, epsilon_high=rl.epsilon_high,
         beta=rl.beta, warmup_steps=rl.warmup_steps, lr_scheduler_type="constant_with_warmup",
-        optim="adamw_torch", weight_decay=0.0, seed=rl.seed, logging_steps=1, report_to=rl.report_to,
+        optim="adamw_torch", weight_decay=0.0, seed=rl.seed or 0, logging_steps=1, report_to=rl.report_to,
+        disable_tqdm=True,  # the run's console shows its own step bar (console.py), not TRL's dict lines
         save_strategy="steps", save_steps=rl.save_every, save_total_limit=2, save_only_model=False,
         bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, gradient_checkpointing=False,
         log_completions=True, num_completions_to_print=0, dataloader_num_workers=0,
@@ -105,11 +107,15 @@ def grpo_args(rl: RLConfig, output_dir: Path, **overrides: Any) -> GRPOConfig:
     return GRPOConfig(**(kwargs | overrides))
 
 
-def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path,
+def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, *, max_steps: int,
                   contexts: list[dict[str, str]] | None = None, callbacks: list | None = None,
                   trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, order: list[int] | None = None,
                   model: Any = None, **overrides: Any) -> GRPOTrainer:
-    """A trainer with paper defaults. `trainer_class=GRPOTrainer` gives the plain baseline (bench).
+    """A trainer with paper defaults, training for `max_steps` optimizer steps in all (the loop trains it
+    in slices of T steps). `trainer_class=GRPOTrainer` gives the plain baseline (bench).
+
+    It prints nothing per step: TRL's printer callback is removed; pass a callback (console.StepLog) to see
+    and keep the per-step metrics.
 
     `model`: train these weights (e.g. the live model of a previous continual stage) instead of loading
     `model_path`; the KL reference is still the model at `model_path`.
@@ -126,10 +132,12 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path,
 
         peft_config = LoraConfig(r=rl.lora_r, lora_alpha=2 * rl.lora_r, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
-    args = grpo_args(rl, output_dir, **overrides)
+    args = grpo_args(rl, output_dir, max_steps, **overrides)
     kwargs: dict[str, Any] = dict(model=model, reward_funcs=TaskReward(task), args=args,
                                   train_dataset=train_dataset(task, order),
                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     if trainer_class is PopulationGRPOTrainer or issubclass(trainer_class, PopulationGRPOTrainer):
         kwargs |= {"task": task, "contexts": contexts}
-    return trainer_class(**kwargs)
+    trainer = trainer_class(**kwargs)
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to the terminal
+    return trainer

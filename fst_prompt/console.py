@@ -1,0 +1,110 @@
+"""What a run shows on the terminal, and the per-step record it keeps.
+
+One line per cycle phase, a progress bar for the GEPA round (metric calls, proposals tried/accepted, best
+anchor score) and for the RL steps (step, reward, KL), and the cycle summary line. TRL's per-step dicts
+never reach the terminal: `StepLog` appends them to `steps.jsonl` in the run directory (kept when
+checkpoints are pruned; `fst plot` reads it) and TRL's own tracker (`rl.report_to`) still gets them.
+Known third-party warnings that say nothing to a user of this library are filtered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+
+from fst_prompt.state import append_jsonl
+
+TRACKER_PREFIX = "fst/"  # per-cycle metrics sent to the tracker; StepLog does not keep them
+
+
+def quiet_third_party() -> None:
+    """Silence warnings from libraries under us that a user can do nothing about."""
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        for module in ("transformers", "trl", "peft", "accelerate", "torch", "dspy", "litellm", "pydantic",
+                       "gepa", "datasets"):
+            warnings.filterwarnings("ignore", category=category, module=rf"{module}(\.|$)")
+    for name in ("transformers", "trl", "accelerate", "peft", "datasets", "httpx", "LiteLLM", "dspy"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import huggingface_hub.utils
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars on every model load
+    huggingface_hub.utils.disable_progress_bars()  # "Writing model shards" bars on every checkpoint
+
+
+def say(message: str) -> None:
+    """A console line that does not break an open progress bar."""
+    tqdm.write(message)
+
+
+class StepLog(TrainerCallback):
+    """Every TRL log dict to `steps.jsonl` (tagged with the stage and task) and a step bar on the console."""
+
+    def __init__(self, path: Path, *, progress: bool = True) -> None:
+        self.path, self.progress = Path(path), progress
+        self.tags: dict[str, Any] = {}
+        self.bar: tqdm | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="  RL steps", unit="step",
+                            disable=not self.progress, leave=False, dynamic_ncols=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or not state.is_world_process_zero or any(k.startswith(TRACKER_PREFIX) for k in logs):
+            return
+        append_jsonl(self.path, {**self.tags, "step": state.global_step, "time": time.time(), **logs})
+        if self.bar is not None and "reward" in logs:
+            self.bar.update(state.global_step - self.bar.n)
+            self.bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs.get('kl', 0.0):.4f}", refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def to_tracker(trainer: Any, record: dict[str, Any]) -> None:
+    """The cycle's numbers (val accuracy, KL, ledger) to the trainer's tracker (`rl.report_to`), if any."""
+    if trainer is None or trainer.args.report_to in ("none", [], ["none"], None):
+        return
+    numbers = {f"{TRACKER_PREFIX}{k}": v for k, v in record.items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and k != "time"}
+    trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, numbers)
+
+
+class RoundProgress:
+    """The GEPA round's bar: metric calls spent of the budget, proposals tried/accepted, best anchor score.
+
+    gepa evaluates a proposal on a minibatch and, when it improves, on the whole anchor set: a full-anchor
+    evaluation of a new candidate is an acceptance.
+    """
+
+    def __init__(self, budget: int, anchor_size: int, seed: dict[str, str], proposer: Any, *, show: bool) -> None:
+        self.anchor_size, self.proposer = anchor_size, proposer
+        self.tried0 = proposer.outcomes["proposed"]
+        self.full: set[tuple] = {tuple(sorted(seed.items()))}
+        self.accepted, self.best = 0, 0.0
+        self.bar = tqdm(total=budget, desc="  GEPA round", unit="call", disable=not show, leave=False,
+                        dynamic_ncols=True)
+
+    def __call__(self, candidate: dict[str, str], scores: list[float]) -> None:
+        key = tuple(sorted(candidate.items()))
+        if len(scores) == self.anchor_size:
+            self.best = max(self.best, sum(scores) / len(scores))
+            if key not in self.full:
+                self.full.add(key)
+                self.accepted += 1
+        self.bar.update(min(len(scores), self.bar.total - self.bar.n))
+        self.bar.set_postfix(tried=self.proposer.outcomes["proposed"] - self.tried0, accepted=self.accepted,
+                             best=f"{self.best:.3f}", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()

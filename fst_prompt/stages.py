@@ -1,0 +1,135 @@
+"""The run's schedule: which task each cycle works on, in which order RL visits its problems, and the
+trainer and live policy of that stage.
+
+A plain run is one stage. A continual run (`schedule:` in the config) switches task after each stage's
+cycles, training on from the live weights (the KL reference stays the base model); resuming into a
+later stage starts from the previous stage's last complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fst_prompt.config import RunConfig
+from fst_prompt.models import resolve_model
+from fst_prompt.modes import Mode
+from fst_prompt.policy import Policy, Sampling
+from fst_prompt.programs import load_task
+from fst_prompt.slow.kl import probe_base
+from fst_prompt.slow.trainer import build_trainer
+from fst_prompt.state import last_complete_checkpoint
+from fst_prompt.task import Task
+
+
+@dataclass
+class Stage:
+    """One task of the schedule, with the trainer and live policy working on it."""
+
+    index: int
+    first_cycle: int
+    cycles: int
+    task: Task
+    order: list[int]  # the seeded order in which RL visits this task's train problems
+    trainer: Any  # None when the weights do not train (gepa mode)
+    policy: Policy
+    kl_base: Any  # the KL probe's base model (None: LoRA adapter disabled, or no trainer)
+
+
+def load_tasks(config: RunConfig) -> list[Task]:
+    """Every task of the schedule, validated before any model loads."""
+    tasks = [load_task(spec.task, **spec.task_kwargs) for spec in config.stages()]
+    names = [sorted(t.seed_instructions()) for t in tasks]
+    if any(n != names[0] for n in names):
+        raise ValueError(f"every task of a schedule needs the same predictors (one population serves them all); "
+                         f"got {names}")
+    return tasks
+
+
+def seed_instructions(config: RunConfig, task: Task) -> dict[str, str]:
+    """The task's own seed instructions, or the config's task-agnostic one for every predictor."""
+    if config.seed_instruction:
+        return {name: config.seed_instruction for name in task.seed_instructions()}
+    return task.seed_instructions()
+
+
+def problem_order(n: int, seed: int) -> list[int]:
+    """The seeded order in which RL visits the train problems (repeated epoch after epoch)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def upcoming(order: list[int], first_step: int, steps: int, per_step: int) -> list[int]:
+    """The problems RL steps [first_step, first_step + steps) will use: the anchor set of a fast step."""
+    return upcoming_problems(order, first_step * per_step, steps * per_step)
+
+
+def upcoming_problems(order: list[int], start: int, n: int) -> list[int]:
+    """n problems in RL's order from position `start` on (wrapping into the next epoch)."""
+    return [order[(start + i) % len(order)] for i in range(n)]
+
+
+def checkpoint_dir(run_dir: Path, config: RunConfig, index: int) -> Path:
+    """Where stage `index` keeps its TRL checkpoints."""
+    return Path(run_dir) / "checkpoints" / (f"stage-{index}" if config.schedule else "")
+
+
+class Schedule:
+    """Hands out the stage of each cycle, building a stage's trainer and policy when the task changes."""
+
+    def __init__(self, config: RunConfig, tasks: list[Task], mode: Mode, run_dir: Path,
+                 callbacks: list[Any] | None = None) -> None:
+        self.config, self.tasks, self.mode, self.run_dir = config, tasks, mode, Path(run_dir)
+        self.callbacks = callbacks or []
+        self.current: Stage | None = None
+        self.starts = [0]
+        for spec in config.stages():
+            self.starts.append(self.starts[-1] + spec.cycles)
+
+    def stage_for(self, cycle: int) -> Stage:
+        index = next(i for i in range(len(self.tasks)) if cycle < self.starts[i + 1])
+        if self.current is None or self.current.index != index:
+            self.current = self._build(index, self.current)
+        return self.current
+
+    def _build(self, index: int, previous: Stage | None) -> Stage:
+        config, T = self.config, self.config.loop.steps_per_cycle
+        pc, task, cycles = config.policy, self.tasks[index], config.stages()[index].cycles
+        sampling = Sampling(temperature=pc.temperature, max_new_tokens=pc.max_new_tokens)
+        order = problem_order(len(task.train), config.rl.seed + index)
+        if not self.mode.trains:
+            policy = previous.policy if previous else Policy.load(pc.model, batch_size=pc.batch_size, seed=pc.seed,
+                                                                   sampling=sampling)
+            return Stage(index, self.starts[index], cycles, task, order, None, policy, None)
+        base = resolve_model(pc.model)
+        model = previous.trainer.model if previous else self._weights_before(index)
+        trainer = build_trainer(task, base, config.rl, checkpoint_dir(self.run_dir, config, index),
+                                max_steps=cycles * T, order=order, model=model, callbacks=self.callbacks,
+                                shuffle_dataset=False)
+        policy = Policy(trainer.model, trainer.processing_class, batch_size=pc.batch_size, seed=pc.seed,
+                        sampling=sampling, name=pc.model)
+        kl_base = previous.kl_base if previous else probe_base(trainer, base)
+        return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base)
+
+    def _weights_before(self, index: int) -> Any:
+        """None (the base model) for the first stage; else the previous stage's last complete checkpoint."""
+        if index == 0:
+            return None
+        from transformers import AutoModelForCausalLM
+
+        last = last_complete_checkpoint(checkpoint_dir(self.run_dir, self.config, index - 1))
+        if last is None:
+            raise FileNotFoundError(f"cannot resume stage {index}: stage {index - 1} left no complete checkpoint")
+        return AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32)
+
+
+def forgetting_matrix(cycles: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy on task i (best instruction) at the end of stage j; None for tasks not yet seen."""
+    names = list(dict.fromkeys(c["task"] for c in cycles))
+    ends = [max((c for c in cycles if c["stage"] == j), key=lambda c: c["cycle"]) for j in range(len(names))]
+    return {"tasks": names, "after_stage": [[end["val_accuracy_by_task"].get(name) for name in names] for end in ends]}
