@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,20 @@ from fst_prompt.state import write_json_atomic
 _POLICY = PolicyConfig.model_fields  # `fst eval` defaults = the run config's
 
 
+# Libraries under us whose deprecation notices a user of the command can do nothing about.
+THIRD_PARTY = ("transformers", "trl", "peft", "accelerate", "torch", "dspy", "litellm", "pydantic", "gepa",
+               "datasets", "huggingface_hub")
+
+
+def filter_warnings() -> None:
+    """Hide third-party Future/Deprecation warnings: set before those libraries are imported."""
+    for category in (FutureWarning, DeprecationWarning):
+        for module in THIRD_PARTY:
+            warnings.filterwarnings("ignore", category=category, module=rf"{module}(\.|$)")
+
+
 def main(argv: list[str] | None = None) -> int:
+    filter_warnings()
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -4,14 +4,14 @@ One line per cycle phase, a progress bar for the GEPA round (metric calls, propo
 anchor score) and for the RL steps (step, reward, KL), and the cycle summary line. TRL's per-step dicts
 never reach the terminal: `StepLog` appends them to `steps.jsonl` in the run directory (kept when
 checkpoints are pruned; `fst plot` reads it) and TRL's own tracker (`rl.report_to`) still gets them.
-Known third-party warnings that say nothing to a user of this library are filtered.
+Third-party logging and per-file progress bars are turned down (`quiet_third_party`); the `fst` command
+also hides third-party deprecation warnings (`cli.filter_warnings`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,7 @@ TRACKER_PREFIX = "fst/"  # per-cycle metrics sent to the tracker; StepLog does n
 
 
 def quiet_third_party() -> None:
-    """Silence warnings from libraries under us that a user can do nothing about."""
-    for category in (FutureWarning, DeprecationWarning, UserWarning):
-        for module in ("transformers", "trl", "peft", "accelerate", "torch", "dspy", "litellm", "pydantic",
-                       "gepa", "datasets"):
-            warnings.filterwarnings("ignore", category=category, module=rf"{module}(\.|$)")
+    """Third-party logging down to errors and their per-file progress bars off: the run shows its own."""
     for name in ("transformers", "trl", "accelerate", "peft", "datasets", "httpx", "LiteLLM", "dspy"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import huggingface_hub.utils
@@ -72,8 +68,11 @@ class StepLog(TrainerCallback):
 
 
 def to_tracker(trainer: Any, record: dict[str, Any]) -> None:
-    """The cycle's numbers (val accuracy, KL, ledger) to the trainer's tracker (`rl.report_to`), if any."""
-    if trainer is None or trainer.args.report_to in ("none", [], ["none"], None):
+    """The cycle's numbers (val accuracy, KL, ledger) to the trainer's tracker (`rl.report_to`), if any.
+
+    Skipped when the trainer has not trained in this process (a resume straight into an evaluation): the
+    trackers open their run at the start of training."""
+    if trainer is None or trainer.args.report_to in ("none", [], ["none"], None) or trainer.state.global_step == 0:
         return
     numbers = {f"{TRACKER_PREFIX}{k}": v for k, v in record.items()
                if isinstance(v, int | float) and not isinstance(v, bool) and k != "time"}

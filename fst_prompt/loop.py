@@ -113,6 +113,8 @@ def _evaluate(stage: Stage, tasks: list[Task], population: Population, config: R
     """Val accuracy with the best and the seed instruction, on this task and every task seen before;
     KL to the base on the fixed probe set."""
     best, n, task = population.best(), config.loop.eval_n, stage.task
+    say(f"cycle {state.cycle + 1}/{config.total_cycles} · evaluation: val accuracy (n={n}), best and seed "
+        f"instruction{', KL probe' if stage.trainer else ''}")
     seed = seed_instructions(config, task)
     seed_acc = evaluate(task, stage.policy, split="val", n=n, instructions=seed, progress=False).accuracy
     by_task = {t.name: seed_acc if t is task and best.instructions == seed else  # same instructions: one evaluation

@@ -95,7 +95,11 @@ def _completion_mask(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
 
 
 def _token_logps(model, seqs: torch.Tensor, attention: torch.Tensor, prompt_len: int) -> torch.Tensor:
+    """log p(token) of each completion token. Only the T + 1 positions that predict the completion get
+    logits (`logits_to_keep`), and no [B, T, V] log-softmax copy is made: the probe's memory peak was
+    two full-sequence logit tensors per model."""
     positions = (attention.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
-    logits = model(input_ids=seqs, attention_mask=attention, position_ids=positions).logits
-    logits = logits[:, prompt_len - 1:-1]  # [B, T, V]: the logits that predict each completion token
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, seqs[:, prompt_len:].unsqueeze(-1)).squeeze(-1)
+    targets = seqs[:, prompt_len:]  # [B, T]
+    logits = model(input_ids=seqs, attention_mask=attention, position_ids=positions,
+                   logits_to_keep=targets.shape[1] + 1).logits[:, :-1].float()  # [B, T, V]
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
