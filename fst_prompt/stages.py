@@ -64,11 +64,6 @@ def problem_order(n: int, seed: int) -> list[int]:
     return order
 
 
-def upcoming(order: list[int], first_step: int, steps: int, per_step: int) -> list[int]:
-    """The problems RL steps [first_step, first_step + steps) will use: the anchor set of a fast step."""
-    return upcoming_problems(order, first_step * per_step, steps * per_step)
-
-
 def upcoming_problems(order: list[int], start: int, n: int) -> list[int]:
     """n problems in RL's order from position `start` on (wrapping into the next epoch)."""
     return [order[(start + i) % len(order)] for i in range(n)]

@@ -50,8 +50,9 @@ def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
 def test_anchor_is_the_problems_the_next_steps_use():
     order = stages.problem_order(10, seed=0)
     assert sorted(order) == list(range(10)) and order == stages.problem_order(10, seed=0)
-    assert stages.upcoming(order, first_step=0, steps=2, per_step=2) == order[:4]
-    assert stages.upcoming(order, first_step=4, steps=2, per_step=2) == order[8:] + order[:2]  # next epoch
+    # RL steps of B = 2 problems: steps 0-1 use positions 0-3; steps 4-5 use 8-11, wrapping into the next epoch
+    assert stages.upcoming_problems(order, start=0 * 2, n=2 * 2) == order[:4]
+    assert stages.upcoming_problems(order, start=4 * 2, n=2 * 2) == order[8:] + order[:2]
 
 
 @pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow"])
