@@ -56,7 +56,7 @@ def run_jobs_for(tasks: list[str], seeds: list[int], modes: list[str]) -> list[J
 def eval_jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
     """Step 0 (base weights, seed instruction) per task; base weights + each FST run's learned instruction."""
     cfg = base_config()
-    common = ["--split", "val", "--n", str(cfg["loop"]["eval_n"]), "--batch-size", str(cfg["policy"]["batch_size"]),
+    common = ["--split", "val", "--n", str(cfg["loop"]["eval_n"]),
               "--max-new-tokens", str(cfg["policy"]["max_new_tokens"]), "--model", cfg["policy"]["model"]]
     jobs = []
     for task in tasks:

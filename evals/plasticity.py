@@ -55,7 +55,7 @@ def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
                 continue
             job = Job(STUDY, f"start-{start}-s{seed}", [])
             job.argv = ["eval", "--task", TASK_B, "--model", str(weights), "--split", "val",
-                        "--n", str(cfg["loop"]["eval_n"]), "--batch-size", str(cfg["policy"]["batch_size"]),
+                        "--n", str(cfg["loop"]["eval_n"]),
                         "--max-new-tokens", str(cfg["policy"]["max_new_tokens"]),
                         "--out", str(job.results / "eval.json")]
             evals.append(job)

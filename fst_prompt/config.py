@@ -72,7 +72,10 @@ class ReflectionConfig(Strict):
 
 class PolicyConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="model name (see `fst models`) or HF folder")
-    batch_size: int = Field(8, ge=1, description="rollouts per generate call")
+    batch_size: int = Field(64, ge=1, description="rollouts per generate call; measured on 2 cores, chain_sum, n=64, "
+                            "128 tokens: 1.34 rollouts/s at 16, 1.78 at 32, 1.88 at 64, 1.89 at 128")
+    weight_first: bool = Field(True, description="linear layers as W·xᵀ while generating (decoding.py): same "
+                               "completions, 1-7% faster on a 2-core AMD EPYC (Zen 1), chain_sum, batch 64")
     max_new_tokens: int = Field(128, ge=1, description="longest completion in GEPA rollouts and evaluations")
     temperature: float = Field(0.0, ge=0, description="0 = greedy; GEPA scores are then deterministic")
     seed: int | None = Field(None, description="sampling seed (default: the run's `seed`)")

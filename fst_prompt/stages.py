@@ -99,7 +99,7 @@ class Schedule:
         order = problem_order(len(task.train), config.rl.seed + index)
         if not self.mode.trains:
             policy = previous.policy if previous else Policy.load(pc.model, batch_size=pc.batch_size, seed=pc.seed,
-                                                                   sampling=sampling)
+                                                                   sampling=sampling, weight_first=pc.weight_first)
             return Stage(index, self.starts[index], cycles, task, order, None, policy, None)
         base = resolve_model(pc.model)
         model = previous.trainer.model if previous else self._weights_before(index)
@@ -107,7 +107,7 @@ class Schedule:
                                 max_steps=cycles * T, order=order, model=model, callbacks=self.callbacks,
                                 shuffle_dataset=False)
         policy = Policy(trainer.model, trainer.processing_class, batch_size=pc.batch_size, seed=pc.seed,
-                        sampling=sampling, name=pc.model)
+                        sampling=sampling, name=pc.model, weight_first=pc.weight_first)
         kl_base = previous.kl_base if previous else probe_base(trainer, base)
         return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base)
 

@@ -1,0 +1,118 @@
+"""Batched decoding that does only the work a batch needs: the policy's generation loop.
+
+`model.generate` keeps every row of a batch in every forward pass until the longest row ends, and
+prefills the whole prompt of every row. On chain_sum at batch 64, 22% of the decoded positions were real
+tokens; the rest were rows that had already ended their turn. `decode` differs in two ways, both exact
+(the same tokens as `generate`, up to floating-point summation order):
+
+- **Finished rows leave the batch.** When a row emits an end-of-turn token, its entry in the KV cache is
+  dropped (`DynamicCache.batch_select_indices`), so later steps compute only the rows still running.
+- **The shared prompt prefix is computed once.** A DSPy program's prompts share the system message (the
+  instructions) and the start of the user turn; the prefix is prefilled for one row, its cache repeated
+  for the batch, and only each row's own suffix is prefilled. Rows are laid out as
+  `[prefix][pads][suffix]`: the padding mask hides the pads and position ids continue the prefix, so each
+  row computes exactly what it would alone.
+
+`WeightFirstLinear` computes each linear layer as `(W @ xᵀ)ᵀ` instead of `x @ Wᵀ`: the same products,
+which on the 2-core AMD EPYC we run on MKL runs 1.3-3.7x faster at decode's small row counts (the 49k-row
+output layer most). `PolicyConfig.weight_first` turns it on or off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+from transformers import DynamicCache
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+Pick = Callable[[torch.Tensor], torch.Tensor]  # next-token logits (rows, vocab) -> token ids (rows,)
+
+
+def greedy() -> Pick:
+    return lambda logits: logits.argmax(-1)
+
+
+def sampler(temperature: float, top_p: float) -> Pick:
+    """Temperature and nucleus sampling with transformers' own warpers (what `generate` applies)."""
+    warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        for warp in warpers:
+            logits = warp(None, logits)
+        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+
+    return pick
+
+
+def decode(model: Any, prompts: list[list[int]], *, pick: Pick, max_new_tokens: int, stop_ids: set[int],
+           pad_id: int) -> list[list[int]]:
+    """Each prompt's completion token ids, up to and including its first stop token."""
+    logits, cache, mask, position = _prefill(model, prompts, pad_id)
+    rows = torch.arange(len(prompts))
+    stops = torch.tensor(sorted(stop_ids))
+    out: list[list[int]] = [[] for _ in prompts]
+    for step in range(max_new_tokens):
+        tokens = pick(logits.float())
+        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+            out[row].append(token)
+        running = ~torch.isin(tokens, stops)
+        if step == max_new_tokens - 1 or not running.any():
+            break
+        if not running.all():
+            keep = running.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            rows, tokens, mask, position = rows[keep], tokens[keep], mask[keep], position[keep]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        position = position + 1
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position, cache=cache,
+                       use_cache=True).logits[:, -1]
+    return out
+
+
+def _prefill(model: Any, prompts: list[list[int]], pad_id: int):
+    """Logits after each prompt, the cache, the padding mask and each row's last position id."""
+    shared = _shared_prefix(prompts)
+    cache = DynamicCache(config=model.config)
+    if shared:
+        model(input_ids=torch.tensor([prompts[0][:shared]]), position_ids=torch.arange(shared)[None],
+              cache=cache, use_cache=True, logits_to_keep=1)
+        cache.batch_repeat_interleave(len(prompts))
+    suffixes = [p[shared:] for p in prompts]
+    width = max(map(len, suffixes))
+    pads = [width - len(s) for s in suffixes]
+    ids = torch.tensor([[pad_id] * k + s for k, s in zip(pads, suffixes, strict=True)])
+    mask = torch.tensor([[1] * shared + [0] * k + [1] * len(s) for k, s in zip(pads, suffixes, strict=True)])
+    position = torch.tensor([[shared] * k + list(range(shared, shared + len(s)))
+                             for k, s in zip(pads, suffixes, strict=True)])
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    return logits, cache, mask, position[:, -1:]
+
+
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """Length of the prefix all prompts share, leaving every prompt at least one token of its own."""
+    if len(prompts) < 2:
+        return 0
+    first, limit = prompts[0], min(map(len, prompts)) - 1
+    for i in range(limit):
+        if any(p[i] != first[i] for p in prompts):
+            return i
+    return max(limit, 0)
+
+
+class WeightFirstLinear(TorchFunctionMode):
+    """Inside this context, `F.linear(x, W, b)` runs as `(W @ xᵀ)ᵀ + b`: the same products, a faster GEMM
+    on some CPUs' BLAS at few rows (see the module docstring)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is not F.linear:
+            return func(*args, **kwargs)
+        x, weight = args[0], args[1]
+        bias = args[2] if len(args) > 2 else kwargs.get("bias")
+        y = torch.mm(weight, x.reshape(-1, x.shape[-1]).t()).t().reshape(*x.shape[:-1], weight.shape[0])
+        return y if bias is None else y + bias
