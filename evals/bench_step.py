@@ -4,8 +4,11 @@
 
 Each (trainer, full/LoRA) case runs in its own subprocess so that its peak RSS is its own; the
 population is the seed instruction alone, so both trainers see identical prompts, and both are seeded
-alike, so they sample the same completions. The first step (warm-up) is excluded from the mean. Prints
-the ratio ours/plain per mode (target <= 1.10) and peak RSS.
+alike. The first step (warm-up) is excluded from the means. Prints the ratio ours/plain per mode (target
+<= 1.10), peak RSS, and where a step's time goes (seconds per step, mean over both runs of a case):
+sampling the rollouts (transformers `generate`), the reference model's and the policy's no-grad log-prob
+passes, the loss's forward pass, the backward pass, our prompt hook (rendering each row's context), and
+the rest (rewards, optimizer, logging).
 """
 
 from __future__ import annotations
@@ -17,7 +20,53 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
+
+PHASES = ["generate", "reference logps", "policy logps (no grad)", "loss (forward)", "backward", "our hook",
+          "rest"]
+
+
+class Phases:
+    """Seconds per phase of the steps after the first: the trainer's methods wrapped with timers."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, obj, name: str, key) -> None:
+        inner = getattr(obj, name)
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return inner(*a, **k)
+            finally:
+                self.seconds[key(*a) if callable(key) else key] += time.perf_counter() - t0
+
+        setattr(obj, name, timed)
+
+    def instrument(self, trainer) -> None:
+        import torch
+        from trl import GRPOTrainer
+
+        def logps(model, *a):
+            if trainer.ref_model is not None and model is trainer.ref_model:
+                return "reference logps"
+            return "loss logps" if torch.is_grad_enabled() else "policy logps (no grad)"
+
+        self.wrap(trainer, "_generate_single_turn", "generate")
+        self.wrap(trainer, "_get_per_token_logps_and_entropies", logps)
+        self.wrap(trainer, "compute_loss", "loss (forward)")
+        self.wrap(trainer.accelerator, "backward", "backward")
+        # Our hook = our `_generate_and_score_completions` minus TRL's, which it calls through super().
+        self.wrap(GRPOTrainer, "_generate_and_score_completions", "trl score")  # before the instance's wrap
+        self.wrap(trainer, "_generate_and_score_completions", "ours+trl score")
+
+    def per_step(self, steps: list[float]) -> dict[str, float]:
+        s = self.seconds
+        out = {k: s[k] for k in PHASES[:5]} | {"our hook": s["ours+trl score"] - s["trl score"]}
+        out["rest"] = sum(steps) - sum(out.values())
+        return {k: v / len(steps) for k, v in out.items()}
 
 
 def one_case(args: argparse.Namespace) -> None:
@@ -30,6 +79,8 @@ def one_case(args: argparse.Namespace) -> None:
     from fst_prompt.programs import load_task
     from fst_prompt.slow.trainer import PopulationGRPOTrainer, build_trainer
 
+    phases = Phases()
+
     class Timer(TrainerCallback):
         def __init__(self):
             self.times, self.t0 = [], 0.0
@@ -39,6 +90,8 @@ def one_case(args: argparse.Namespace) -> None:
 
         def on_step_end(self, *a, **k):
             self.times.append(time.perf_counter() - self.t0)
+            if len(self.times) == 1:  # the warm-up step is left out of the breakdown too
+                phases.seconds.clear()
 
     task = load_task(args.task)
     rl = RLConfig(problems_per_step=2, num_generations=4, max_completion_length=args.tokens, lora=args.lora,
@@ -48,10 +101,12 @@ def one_case(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(task, resolve_model(args.model), rl, Path(out), max_steps=args.steps,
                                 callbacks=[timer], trainer_class=cls, log_completions=False)
+        phases.instrument(trainer)
         trainer.train()
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"case": args.case, "lora": args.lora, "step_times": timer.times,
-                      "mean_step_s": sum(timer.times[1:]) / max(len(timer.times) - 1, 1), "peak_rss_gib": rss_gib}))
+                      "mean_step_s": sum(timer.times[1:]) / max(len(timer.times) - 1, 1), "peak_rss_gib": rss_gib,
+                      "phases_s_per_step": phases.per_step(timer.times[1:])}))
 
 
 def main() -> None:
@@ -62,20 +117,22 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=48, help="max completion length")
     ap.add_argument("--case", choices=["ours", "plain"])
     ap.add_argument("--lora", action="store_true")
+    ap.add_argument("--modes", default="full,lora", help="which of full,lora to compare")
     ap.add_argument("--out", type=Path, default=Path("evals/results/bench_step.json"))
     args = ap.parse_args()
     if args.case:
         return one_case(args)
 
     results = []
-    for lora in (False, True):
+    loras = [m == "lora" for m in args.modes.split(",")]
+    for lora in loras:
         for case in ("plain", "ours", "plain", "ours"):  # interleaved: drift hits both alike
             cmd = [sys.executable, __file__, "--case", case, "--model", args.model, "--task", args.task,
                    "--steps", str(args.steps), "--tokens", str(args.tokens)] + (["--lora"] if lora else [])
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     report = {"model": args.model, "steps": args.steps, "runs": results}
-    for lora in (False, True):
+    for lora in loras:
         mode = "LoRA" if lora else "full"
         mean = {c: sum(r["mean_step_s"] for r in results if r["case"] == c and r["lora"] == lora) / 2
                 for c in ("plain", "ours")}
@@ -86,6 +143,11 @@ def main() -> None:
         print(f"{mode:4s}: plain {mean['plain']:.2f} s/step, ours {mean['ours']:.2f} s/step, "
               f"ratio {mean['ours'] / mean['plain']:.3f} (target <= 1.10); peak RSS plain {rss['plain']:.2f} GiB, "
               f"ours {rss['ours']:.2f} GiB")
+        for phase in PHASES:
+            per = {c: sum(r["phases_s_per_step"][phase] for r in results if r["case"] == c and r["lora"] == lora) / 2
+                   for c in ("plain", "ours")}
+            report[mode].setdefault("phases_s_per_step", {})[phase] = per
+            print(f"      {phase:24s} plain {per['plain']:6.2f} s/step   ours {per['ours']:6.2f} s/step")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 

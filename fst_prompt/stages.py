@@ -105,7 +105,7 @@ class Schedule:
         model = previous.trainer.model if previous else self._weights_before(index)
         trainer = build_trainer(task, base, config.rl, checkpoint_dir(self.run_dir, config, index),
                                 max_steps=cycles * T, order=order, model=model, callbacks=self.callbacks,
-                                shuffle_dataset=False)
+                                weight_first=pc.weight_first, shuffle_dataset=False)
         policy = Policy(trainer.model, trainer.processing_class, batch_size=pc.batch_size, seed=pc.seed,
                         sampling=sampling, name=pc.model, weight_first=pc.weight_first)
         kl_base = previous.kl_base if previous else probe_base(trainer, base)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
+import bench_pipeline  # noqa: E402
 import compare  # noqa: E402
 import plasticity  # noqa: E402
 import runner  # noqa: E402
@@ -78,3 +79,11 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert a["forgetting"]["fst"]["after_stage"] == [[0.5, None], [0.1, 0.3]]
     assert "| 1 (b) | 0.100 | 0.300 |" in continual.markdown(a)
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
+
+
+def test_pipeline_bench_times_rl_steps_within_a_cycle_only():
+    steps = [{"cycle": 0, "step": 1, "time": 10.0, "loss": 0.1}, {"cycle": 0, "step": 2, "time": 13.0, "loss": 0.1},
+             {"cycle": 0, "step": 2, "time": 13.5, "train_runtime": 9.0},  # the end-of-slice summary
+             {"cycle": 1, "step": 3, "time": 99.0, "loss": 0.1},  # after the evaluation and GEPA round
+             {"cycle": 1, "step": 4, "time": 103.0, "loss": 0.1}]
+    assert bench_pipeline.rl_step_seconds(steps) == [3.0, 4.0]

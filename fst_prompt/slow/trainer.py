@@ -13,6 +13,7 @@ With LoRA the reference model is the base with the adapter disabled (TRL), so no
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from fst_prompt.config import RLConfig
+from fst_prompt.decoding import WeightFirstLinear
 from fst_prompt.render import render
 from fst_prompt.slow.contexts import assign_contexts
 from fst_prompt.slow.reward import TaskReward
@@ -28,7 +30,8 @@ from fst_prompt.task import Task
 
 
 class PopulationGRPOTrainer(GRPOTrainer):
-    def __init__(self, *, task: Task, contexts: list[dict[str, str]] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, task: Task, contexts: list[dict[str, str]] | None = None, weight_first: bool = True,
+                 **kwargs: Any) -> None:
         if len(task.predictors) != 1:
             raise ValueError(f"RL trains single-predictor programs; task {task.name!r} has "
                              f"{[n for n, _ in task.predictors]}")
@@ -39,6 +42,7 @@ class PopulationGRPOTrainer(GRPOTrainer):
                 "here has its own context; use vllm_mode='colocate' (one completion per rollout)"
             )
         self.task = task
+        self.weight_first = weight_first
         self.predictor = task.predictors[0][0]
         self.contexts = [task.seed_instructions()]
         super().__init__(**kwargs)
@@ -68,6 +72,13 @@ class PopulationGRPOTrainer(GRPOTrainer):
             prompt = render(self.task, example, self.contexts[k].get(self.predictor))
             rows.append({**row, "prompt": prompt, "context_index": k})
         return super()._generate_and_score_completions(rows)
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any):
+        # transformers' `generate` samples the rollouts (no vLLM): the same sampling, with the policy's faster
+        # GEMMs at decode's few rows (decoding.WeightFirstLinear; PolicyConfig.weight_first)
+        fast = self.weight_first and not self.use_vllm
+        with WeightFirstLinear() if fast else contextlib.nullcontext():
+            return super()._generate_single_turn(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -110,7 +121,7 @@ def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, **overrides: Any) 
 def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, *, max_steps: int,
                   contexts: list[dict[str, str]] | None = None, callbacks: list | None = None,
                   trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, order: list[int] | None = None,
-                  model: Any = None, **overrides: Any) -> GRPOTrainer:
+                  model: Any = None, weight_first: bool = True, **overrides: Any) -> GRPOTrainer:
     """A trainer with paper defaults, training for `max_steps` optimizer steps in all (the loop trains it
     in slices of T steps). `trainer_class=GRPOTrainer` gives the plain baseline (bench).
 
@@ -118,7 +129,8 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, 
     and keep the per-step metrics.
 
     `model`: train these weights (e.g. the live model of a previous continual stage) instead of loading
-    `model_path`; the KL reference is still the model at `model_path`.
+    `model_path`; the KL reference is still the model at `model_path`. `weight_first`: see
+    `PolicyConfig.weight_first` (ours only; the plain baseline generates as TRL does).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -137,7 +149,7 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, 
                                   train_dataset=train_dataset(task, order),
                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     if trainer_class is PopulationGRPOTrainer or issubclass(trainer_class, PopulationGRPOTrainer):
-        kwargs |= {"task": task, "contexts": contexts}
+        kwargs |= {"task": task, "contexts": contexts, "weight_first": weight_first}
     trainer = trainer_class(**kwargs)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to the terminal
     return trainer
