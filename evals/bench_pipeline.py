@@ -13,7 +13,8 @@ other, under the same Python environment:
          directory: the GEPA rounds' policy rollouts/s (rollouts over round time minus reflection time),
          reflection seconds, RL seconds per step (steps.jsonl), the final val accuracy and KL.
 
-Prints one table with the ratio new/baseline per line (for times: baseline/new, so > 1 is faster).
+Prints one table with the ratio new/baseline per line (for times: baseline/new, so > 1 is faster), and
+keeps each side's logs and small run files (metrics, rounds, steps) beside `--out`, in bench_pipeline/.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -127,6 +129,11 @@ def main() -> None:
         for name, tree in (("baseline", base), ("new", ROOT)):
             print(f"measuring {name} ({tree}) ...", flush=True)
             results[name] = measure(tree, args, work, name)
+            keep = args.out.parent / "bench_pipeline" / name
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in [work / f"{name}-eval.json", work / f"{name}-eval.log", work / f"{name}-run.log",
+                      *(work / f"{name}-run" / k for k in ("metrics.jsonl", "rounds.jsonl", "steps.jsonl"))]:
+                shutil.copy(f, keep / f.name)
     print(f"\n{'':26s} {'baseline':>10s} {'new':>10s}  new vs baseline")
     for key, old in results["baseline"].items():
         new = results["new"][key]

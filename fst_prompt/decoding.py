@@ -52,8 +52,8 @@ def decode(model: Any, prompts: list[list[int]], *, pick: Pick, max_new_tokens: 
            pad_id: int) -> list[list[int]]:
     """Each prompt's completion token ids, up to and including its first stop token."""
     logits, cache, mask, position = _prefill(model, prompts, pad_id)
-    rows = torch.arange(len(prompts))
-    stops = torch.tensor(sorted(stop_ids))
+    rows = torch.arange(len(prompts), device=logits.device)
+    stops = torch.tensor(sorted(stop_ids), device=logits.device)
     out: list[list[int]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
         tokens = pick(logits.float())
@@ -75,19 +75,19 @@ def decode(model: Any, prompts: list[list[int]], *, pick: Pick, max_new_tokens: 
 
 def _prefill(model: Any, prompts: list[list[int]], pad_id: int):
     """Logits after each prompt, the cache, the padding mask and each row's last position id."""
-    shared = _shared_prefix(prompts)
+    shared, device = _shared_prefix(prompts), model.device
     cache = DynamicCache(config=model.config)
     if shared:
-        model(input_ids=torch.tensor([prompts[0][:shared]]), position_ids=torch.arange(shared)[None],
-              cache=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=torch.tensor([prompts[0][:shared]], device=device),
+              position_ids=torch.arange(shared, device=device)[None], cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(prompts))
     suffixes = [p[shared:] for p in prompts]
     width = max(map(len, suffixes))
     pads = [width - len(s) for s in suffixes]
-    ids = torch.tensor([[pad_id] * k + s for k, s in zip(pads, suffixes, strict=True)])
-    mask = torch.tensor([[1] * shared + [0] * k + [1] * len(s) for k, s in zip(pads, suffixes, strict=True)])
-    position = torch.tensor([[shared] * k + list(range(shared, shared + len(s)))
-                             for k, s in zip(pads, suffixes, strict=True)])
+    rows = list(zip(pads, suffixes, strict=True))
+    ids = torch.tensor([[pad_id] * k + s for k, s in rows], device=device)
+    mask = torch.tensor([[1] * shared + [0] * k + [1] * len(s) for k, s in rows], device=device)
+    position = torch.tensor([[shared] * k + list(range(shared, shared + len(s))) for k, s in rows], device=device)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
                    logits_to_keep=1).logits[:, -1]
     return logits, cache, mask, position[:, -1:]
