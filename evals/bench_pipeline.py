@@ -85,10 +85,12 @@ def rl_step_seconds(steps: list[dict]) -> list[float]:
 def measure(tree: Path, args: argparse.Namespace, work: Path, name: str) -> dict[str, float]:
     fst = [sys.executable, "-m", "fst_prompt.cli"]
     eval_out = work / f"{name}-eval.json"
+    print(f"  {name}: fst eval (n={args.eval_n}), log {work / f'{name}-eval.log'}", flush=True)
     wall, _ = run_measured(fst + ["eval", "--task", "chain_sum", "--n", str(args.eval_n), "--split", "val",
                                  "--out", str(eval_out)], tree, work / f"{name}-eval.log")
     ev = json.loads(eval_out.read_text())
     run_dir = work / f"{name}-run"
+    print(f"  {name}: fst run {args.config} ({args.cycles} cycles), log {work / f'{name}-run.log'}", flush=True)
     wall, peak = run_measured(fst + ["run", args.config, "--set", f"run_dir={run_dir}",
                                      "--set", f"loop.cycles={args.cycles}"], tree, work / f"{name}-run.log")
     rounds, steps, cycles = (jsonl(run_dir / f) for f in ("rounds.jsonl", "steps.jsonl", "metrics.jsonl"))
@@ -122,8 +124,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fst-bench-") as tmp:
         work, base = Path(tmp), Path(tmp) / "baseline"
         base.mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], check=True,
-                                 capture_output=True).stdout
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline], capture_output=True)
+        if archive.returncode != 0:
+            raise SystemExit(f"--baseline {args.baseline!r} is not a revision of {ROOT}: "
+                             f"{archive.stderr.decode().strip()}")
+        archive = archive.stdout
         subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
         results = {}
         for name, tree in (("baseline", base), ("new", ROOT)):
