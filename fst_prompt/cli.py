@@ -20,9 +20,11 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from fst_prompt.baselines import Baseline, majority_baseline
 from fst_prompt.config import PolicyConfig
 from fst_prompt.state import write_json_atomic
 
@@ -120,9 +122,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     sampling = Sampling(temperature=args.temperature, max_new_tokens=args.max_new_tokens)
     policy = Policy.load(args.model, batch_size=args.batch_size, seed=args.seed, sampling=sampling)
     result = evaluate(task, policy, split=args.split, n=args.n, instructions=instructions)
-    _print_summary(result.summary(), args.model)
+    baseline = majority_baseline(task, args.split, args.n)
+    _print_summary(result.summary(), args.model, baseline)
     if args.out:
-        write_json_atomic(args.out, {"model": args.model, **result.to_json()})
+        write_json_atomic(args.out, {"model": args.model, **result.to_json(), "majority_baseline": asdict(baseline)})
         print(f"wrote {args.out}")
     return 0
 
@@ -190,9 +193,11 @@ def read_prompt_file(path: Path) -> dict[str, str]:
     return data
 
 
-def _print_summary(s: dict[str, Any], model: str) -> None:
+def _print_summary(s: dict[str, Any], model: str, baseline: Baseline | None = None) -> None:
     print(f"task={s['task']} split={s['split']} n={s['n']} model={model}")
     print(f"  accuracy           {s['accuracy']:.3f}   (mean score {s['mean_score']:.3f})")
+    if baseline is not None:
+        print(f"  constant baseline  {baseline.accuracy:.3f}   (always answering {baseline.answer!r})")
     print(f"  parse failures     {s['parse_failure_rate']:.3f}   (cut at max tokens {s['truncated_rate']:.3f})")
     print(f"  completion length  {s['mean_completion_tokens']:.1f} tokens")
     print(

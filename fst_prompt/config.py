@@ -15,22 +15,29 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # A short, directive reflection prompt: a 1.5B reflection model follows it far better than gepa's stock
-# template (FACTS.md: 9/12 sensible proposals vs 1/6). gepa fills <curr_param> and <side_info>.
-DIRECTIVE_TEMPLATE = """You write instructions for a small AI assistant.
+# template (FACTS.md: 9/12 sensible proposals vs 1/6). It asks for a method as well as the answer form:
+# instructions help a small policy most where they carry a procedure it can follow (DESIGN.md §6).
+# gepa fills <curr_param> and <side_info>.
+DIRECTIVE_TEMPLATE = """You write the instruction (system prompt) for a small AI assistant that solves one kind of \
+problem.
 
 Current instruction:
 ```
 <curr_param>
 ```
 
-Here are some inputs, the assistant's replies, and feedback on each reply:
+Here are some problems, the assistant's replies under the current instruction, and feedback on each reply:
 ```
 <side_info>
 ```
 
-Write an improved instruction. First state the task in one sentence. Then list short rules that fix \
-every problem the feedback points out (for example the exact form of the answer). Keep it under 100 words. \
-Do not copy the examples.
+Write an improved instruction that makes the assistant solve such problems correctly. It must:
+1. State the task in one sentence.
+2. Give a short step-by-step method for solving these problems, which fixes the mistakes the feedback shows. \
+Tell the assistant to write its steps briefly.
+3. Say exactly how the reply must end, in the form the feedback expects (for example a last line \
+"Answer: <the answer>").
+Keep it general: do not mention these particular problems or their answers. Keep it under 120 words.
 
 Reply with only the new instruction, inside ``` blocks."""
 
@@ -53,6 +60,7 @@ class ReflectionConfig(Strict):
     n_ctx: int = Field(4096, ge=512, description="context of the local server")
     threads: int | None = Field(None, ge=1, description="CPU threads of the local server (default: all cores)")
     template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>")
+    max_instruction_chars: int = Field(1200, ge=20, description="longer proposals are rejected as runaway text")
 
     @field_validator("template")
     @classmethod
@@ -82,8 +90,18 @@ class PolicyConfig(Strict):
 
 
 class GEPAConfig(Strict):
-    max_metric_calls: int = Field(200, ge=1, description="policy rollouts GEPA may spend per round")
-    reflection_minibatch_size: int = Field(3, ge=1, description="examples shown to the reflection LM")
+    max_metric_calls: int = Field(200, ge=1, description="problems GEPA may score per round (each with "
+                                  "samples_per_problem rollouts), the re-scoring of the K carried candidates included")
+    reflection_minibatch_size: int = Field(6, ge=1, description="problems shown to the reflection LM; a proposal "
+                                           "is accepted when its summed score on them beats its parent's")
+    samples_per_problem: int = Field(4, ge=1, description="S: rollouts per problem when scoring a candidate, at "
+                                     "the scoring temperature; the problem's score is their mean")
+    temperature: float | None = Field(
+        None, ge=0, description="sampling temperature of scoring rollouts; default: rl.temperature (with "
+        "rl.top_p and rl.max_completion_length: what RL samples) in the modes that train, 0 (greedy, one rollout, "
+        "policy.max_new_tokens) in gepa mode")
+    val_check_n: int = Field(32, ge=0, description="overfitting check: every accepted proposal's gain over its "
+                             "parent on the first N val problems, beside its anchor gain (rounds.jsonl); 0 = off")
     population_size: int = Field(4, ge=1, description="K: candidates carried between rounds")
     anchor_size: int | None = Field(
         None, ge=1, description="problems in a fast step's anchor (Pareto) set, in the order RL visits them from "

@@ -80,28 +80,27 @@ def to_tracker(trainer: Any, record: dict[str, Any]) -> None:
 
 
 class RoundProgress:
-    """The GEPA round's bar: metric calls spent of the budget, proposals tried/accepted, best anchor score.
+    """The GEPA round's bar (a gepa callback): metric calls spent of the budget, proposals tried/accepted,
+    best anchor score."""
 
-    gepa evaluates a proposal on a minibatch and, when it improves, on the whole anchor set: a full-anchor
-    evaluation of a new candidate is an acceptance.
-    """
-
-    def __init__(self, budget: int, anchor_size: int, seed: dict[str, str], proposer: Any, *, show: bool) -> None:
-        self.anchor_size, self.proposer = anchor_size, proposer
-        self.tried0 = proposer.outcomes["proposed"]
-        self.full: set[tuple] = {tuple(sorted(seed.items()))}
+    def __init__(self, budget: int, proposer: Any, *, show: bool) -> None:
+        self.proposer, self.tried0 = proposer, proposer.outcomes["proposed"]
         self.accepted, self.best = 0, 0.0
         self.bar = tqdm(total=budget, desc="  GEPA round", unit="call", disable=not show, leave=False,
                         dynamic_ncols=True)
 
-    def __call__(self, candidate: dict[str, str], scores: list[float]) -> None:
-        key = tuple(sorted(candidate.items()))
-        if len(scores) == self.anchor_size:
-            self.best = max(self.best, sum(scores) / len(scores))
-            if key not in self.full:
-                self.full.add(key)
-                self.accepted += 1
-        self.bar.update(min(len(scores), self.bar.total - self.bar.n))
+    def on_budget_updated(self, event: dict[str, Any]) -> None:
+        self.bar.update(min(event["metric_calls_used"], self.bar.total) - self.bar.n)
+        self._postfix()
+
+    def on_candidate_accepted(self, event: dict[str, Any]) -> None:
+        self.accepted += 1
+
+    def on_valset_evaluated(self, event: dict[str, Any]) -> None:
+        self.best = max(self.best, event["average_score"])
+        self._postfix()
+
+    def _postfix(self) -> None:
         self.bar.set_postfix(tried=self.proposer.outcomes["proposed"] - self.tried0, accepted=self.accepted,
                              best=f"{self.best:.3f}", refresh=False)
 

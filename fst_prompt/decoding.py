@@ -29,21 +29,31 @@ from torch.overrides import TorchFunctionMode
 from transformers import DynamicCache
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-Pick = Callable[[torch.Tensor], torch.Tensor]  # next-token logits (rows, vocab) -> token ids (rows,)
+# Next-token logits (running rows, vocab) and those rows' indices in the batch -> token ids (running rows,).
+Pick = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def greedy() -> Pick:
-    return lambda logits: logits.argmax(-1)
+    return lambda logits, rows: logits.argmax(-1)
 
 
-def sampler(temperature: float, top_p: float) -> Pick:
-    """Temperature and nucleus sampling with transformers' own warpers (what `generate` applies)."""
+def sampler(temperature: float, top_p: float, seeds: list[int] | None = None) -> Pick:
+    """Temperature and nucleus sampling with transformers' own warpers (what `generate` applies).
+
+    With `seeds` (one per batch row) every row draws from its own generator, so a row's completion does
+    not depend on which other rows share its batch; without, rows draw from torch's global generator."""
     warpers = [TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1 else [])
+    generators = None if seeds is None else [torch.Generator().manual_seed(s) for s in seeds]
 
-    def pick(logits: torch.Tensor) -> torch.Tensor:
+    def pick(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         for warp in warpers:
             logits = warp(None, logits)
-        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+        probs = F.softmax(logits, dim=-1)
+        if generators is None:
+            return torch.multinomial(probs, num_samples=1).squeeze(1)
+        cpu = probs.cpu()
+        return torch.cat([torch.multinomial(cpu[i], 1, generator=generators[r])
+                          for i, r in enumerate(rows.tolist())]).to(probs.device)
 
     return pick
 
@@ -56,7 +66,7 @@ def decode(model: Any, prompts: list[list[int]], *, pick: Pick, max_new_tokens: 
     stops = torch.tensor(sorted(stop_ids), device=logits.device)
     out: list[list[int]] = [[] for _ in prompts]
     for step in range(max_new_tokens):
-        tokens = pick(logits.float())
+        tokens = pick(logits.float(), rows)
         for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
             out[row].append(token)
         running = ~torch.isin(tokens, stops)

@@ -32,6 +32,28 @@ _captured: contextvars.ContextVar[list[Generation] | None] = contextvars.Context
 )
 
 
+# Inside `seeded(seed)`, the n-th LM call of this thread / context samples with seed `seed + n`: a sampled
+# rollout is then reproducible whatever batch the engine puts it in (see `Policy.generate`).
+_seed: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("fst_seed", default=None)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    token = _seed.set(None if seed is None else [seed])
+    try:
+        yield
+    finally:
+        _seed.reset(token)
+
+
+def _next_seed() -> int | None:
+    box = _seed.get()
+    if box is None:
+        return None
+    box[0] += 1
+    return box[0] - 1
+
+
 @contextlib.contextmanager
 def capture() -> Iterator[list[Generation]]:
     calls: list[Generation] = []
@@ -46,6 +68,7 @@ def capture() -> Iterator[list[Generation]]:
 class _Pending:
     conversation: Conversation
     sampling: Sampling
+    seed: int | None
     future: Future
 
 
@@ -66,7 +89,7 @@ class BatchingEngine:
     def complete(self, request) -> Response:
         conversation = _to_conversation(request)
         sampling = _sampling(self.policy.sampling, request.config)
-        pending = _Pending(conversation, sampling, Future())
+        pending = _Pending(conversation, sampling, _next_seed(), Future())
         with self._start_lock:  # see _run: a queued request always has a live worker
             self._queue.put(pending)
             if self._worker is None:
@@ -114,13 +137,15 @@ class BatchingEngine:
             self._serve(batch)
 
     def _serve(self, batch: list[_Pending]) -> None:
-        # Requests with different sampling settings cannot share one generate call.
-        groups: dict[Sampling, list[_Pending]] = {}
+        # Requests with different sampling settings cannot share one generate call; seeded and unseeded
+        # requests neither.
+        groups: dict[tuple[Sampling, bool], list[_Pending]] = {}
         for p in batch:
-            groups.setdefault(p.sampling, []).append(p)
-        for sampling, group in groups.items():
+            groups.setdefault((p.sampling, p.seed is not None), []).append(p)
+        for (sampling, has_seeds), group in groups.items():
             try:
-                gens = self.policy.generate([p.conversation for p in group], sampling)
+                gens = self.policy.generate([p.conversation for p in group], sampling,
+                                            seeds=[p.seed for p in group] if has_seeds else None)
             except BaseException as e:  # noqa: BLE001 - hand the failure to every waiting caller
                 for p in group:
                     p.future.set_exception(e)

@@ -17,8 +17,8 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 from tqdm.auto import tqdm
 
-from fst_prompt.engine import BatchingEngine, capture, policy_lm
-from fst_prompt.policy import Policy
+from fst_prompt.engine import BatchingEngine, capture, policy_lm, seeded
+from fst_prompt.policy import Policy, Sampling
 from fst_prompt.render import make_adapter, parse_failure_feedback
 from fst_prompt.task import Feedback, Task
 
@@ -108,26 +108,37 @@ def run_rollouts(
     examples: list[dspy.Example],
     instructions: dict[str, str] | None = None,
     desc: str | None = None,
+    *,
+    sampling: Sampling | None = None,
+    seeds: list[int] | None = None,
 ) -> list[Rollout]:
     """One rollout per example (in order), the program run as plain DSPy on the live policy.
 
     One thread per batch slot: the engine turns their concurrent calls into batched generates.
-    `desc` shows a progress bar with that label; None shows none.
+    `desc` shows a progress bar with that label; None shows none. `sampling` replaces the policy's own
+    settings; `seeds` (one per example) makes each sampled rollout depend only on its example and seed.
     """
+    if seeds is not None and len(seeds) != len(examples):
+        raise ValueError(f"{len(seeds)} seeds for {len(examples)} examples")
     program = task.with_instructions(instructions)
-    lm = policy_lm(policy, engine=BatchingEngine(policy))
+    settings = {} if sampling is None else {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                                            "max_tokens": sampling.max_new_tokens}
+    lm = policy_lm(policy, engine=BatchingEngine(policy), **settings)
     adapter = make_adapter(task.adapter)
+    seeds = seeds or [None] * len(examples)
     with ThreadPoolExecutor(max_workers=policy.batch_size) as pool:
-        futures = [pool.submit(_rollout, task, program, lm, adapter, ex, i) for i, ex in enumerate(examples)]
+        futures = [pool.submit(_rollout, task, program, lm, adapter, ex, i, seed)
+                   for i, (ex, seed) in enumerate(zip(examples, seeds, strict=True))]
         bar = tqdm(as_completed(futures), total=len(futures), disable=desc is None, desc=desc, unit="ex")
         return sorted((f.result() for f in bar), key=lambda r: r.index)
 
 
 def _rollout(
-    task: Task, program: dspy.Module, lm: dspy.LM, adapter: dspy.Adapter, example: dspy.Example, index: int
+    task: Task, program: dspy.Module, lm: dspy.LM, adapter: dspy.Adapter, example: dspy.Example, index: int,
+    seed: int | None = None,
 ) -> Rollout:
     prediction, parsed = None, True
-    with dspy.context(lm=lm, adapter=adapter), capture() as calls:
+    with dspy.context(lm=lm, adapter=adapter), capture() as calls, seeded(seed):
         try:
             pred = program(**example.inputs())
             feedback = task.score(example, pred)

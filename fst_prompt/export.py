@@ -94,6 +94,7 @@ def _model_card(config: Any, state: RunState, instructions: dict[str, str], last
         ("proposals accepted / tried", f"{ledger.proposals_accepted} / {ledger.proposals_tried}"),
         ("val accuracy, best instruction", last.get("val_accuracy_best", "n/a")),
         ("val accuracy, seed instruction", last.get("val_accuracy_seed", "n/a")),
+        ("val accuracy, constant answer", last.get("val_majority_baseline", "n/a")),
         ("KL to base (probe, nats/sequence)", last.get("kl", "n/a")),
         ("fast / slow wall time (s)", f"{ledger.fast_seconds:.0f} / {ledger.slow_seconds:.0f}")))
     prompts = "\n".join(f"- `{name}`:\n\n```\n{text}\n```" for name, text in instructions.items())

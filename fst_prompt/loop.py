@@ -26,14 +26,17 @@ from typing import Any
 
 import yaml
 
+from fst_prompt.baselines import majority_baseline
 from fst_prompt.config import RunConfig
 from fst_prompt.console import StepLog, quiet_third_party, say, to_tracker
 from fst_prompt.evaluate import evaluate
+from fst_prompt.fast.adapter import Scoring
 from fst_prompt.fast.population import Population
 from fst_prompt.fast.reflection import Proposer, check_reflection_ready, open_reflection_lm
 from fst_prompt.fast.round import gepa_round
 from fst_prompt.modes import Mode, resolve_mode
 from fst_prompt.plots import load_cycles, plot_runs
+from fst_prompt.policy import Sampling
 from fst_prompt.slow.kl import kl_to_base, probe_conversations
 from fst_prompt.stages import Schedule, Stage, forgetting_matrix, load_tasks, seed_instructions, upcoming_problems
 from fst_prompt.state import RunState, append_jsonl, last_complete_checkpoint, write_json_atomic, write_text_atomic
@@ -83,14 +86,30 @@ def _fast_step(stage: Stage, population: Population, proposer: Proposer, config:
     n = config.gepa.anchor_size or mode.anchor_steps(T, stage.cycles) * B
     anchor = [stage.task.train[i] for i in upcoming_problems(stage.order, first, n)]
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · fast step: GEPA round on {n} {stage.task.name} problems")
+    run_dir = Path(config.run_dir)
     population, record = gepa_round(population, stage.task, stage.policy, anchor, proposer, config.gepa,
-                                    cycle=state.cycle, log_path=Path(config.run_dir) / "gepa.log", progress=progress)
+                                    scoring=gepa_scoring(config, mode, state.cycle), cycle=state.cycle,
+                                    work_dir=run_dir / "gepa" / f"cycle-{state.cycle}", log_path=run_dir / "gepa.log",
+                                    progress=progress)
     state.ledger.add_round(record)
-    append_jsonl(Path(config.run_dir) / "rounds.jsonl", {"task": stage.task.name, **record.to_json()})
+    append_jsonl(run_dir / "rounds.jsonl", {"task": stage.task.name, **record.to_json()})
     say(f"  {record.proposals_accepted}/{record.proposals_tried} proposals accepted "
         f"({sum(record.proposal_failures.values())} unusable); {record.policy_rollouts} rollouts; best anchor "
         f"score {record.best_score:.3f}; {record.seconds:.0f} s")
     return population
+
+
+def gepa_scoring(config: RunConfig, mode: Mode, cycle: int) -> Scoring:
+    """How a fast step scores candidates: as RL samples (`rl.temperature`, `rl.top_p`,
+    `rl.max_completion_length`, S rollouts a problem) in the modes that train, greedily in gepa mode; seeded
+    by the run's GEPA seed and the cycle. `gepa.temperature` overrides the temperature (0: greedy)."""
+    g, rl = config.gepa, config.rl
+    temperature = g.temperature if g.temperature is not None else rl.temperature if mode.trains else 0.0
+    if temperature == 0:
+        return Scoring()
+    length = rl.max_completion_length if mode.trains else config.policy.max_new_tokens
+    return Scoring(samples=g.samples_per_problem, sampling=Sampling(temperature, rl.top_p, length),
+                   seed=(g.seed or 0) * 100_003 + cycle)
 
 
 def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, state: RunState) -> None:
@@ -129,6 +148,7 @@ def _evaluate(stage: Stage, tasks: list[Task], population: Population, config: R
         kl = {"kl": estimate.mean, "kl_stderr": estimate.stderr}
     return {"cycle": state.cycle, "mode": config.loop.mode, "stage": stage.index, "task": task.name,
             "val_accuracy_best": by_task[task.name], "val_accuracy_seed": seed_acc, "val_accuracy_by_task": by_task,
+            "val_majority_baseline": majority_baseline(task, "val", n).accuracy,
             **kl, "best_id": best.id, "population": len(population), **asdict(state.ledger),
             "total_rollouts": state.ledger.total_rollouts, "time": time.time()}
 
@@ -156,7 +176,7 @@ def _proposer(config: RunConfig, mode: Mode, run_dir: Path) -> Iterator[Proposer
         yield None
         return
     with open_reflection_lm(config.reflection, run_dir) as lm:
-        yield Proposer(lm, config.reflection.template)
+        yield Proposer(lm, config.reflection.template, max_chars=config.reflection.max_instruction_chars)
 
 
 def _fresh_state(run_dir: Path, config: RunConfig, seed: dict[str, str]) -> RunState:
@@ -184,8 +204,9 @@ def _commit(state: RunState, run_dir: Path, population: Population, *, phase: st
 
 
 def _cycle_line(r: dict[str, Any], total: int) -> str:
+    baseline = f" (constant baseline {r['val_majority_baseline']:.3f})" if "val_majority_baseline" in r else ""
     return (f"cycle {r['cycle'] + 1}/{total} [{r['mode']}]: val accuracy best {r['val_accuracy_best']:.3f} "
-            f"(seed {r['val_accuracy_seed']:.3f}); KL {r['kl']:.3f}; RL steps {r['rl_steps']}; "
+            f"(seed {r['val_accuracy_seed']:.3f}){baseline}; KL {r['kl']:.3f}; RL steps {r['rl_steps']}; "
             f"rollouts RL {r['rl_rollouts']} + GEPA {r['gepa_rollouts']}; "
             f"proposals {r['proposals_accepted']}/{r['proposals_tried']}; "
             f"fast {r['fast_seconds']:.0f} s, slow {r['slow_seconds']:.0f} s")

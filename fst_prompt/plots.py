@@ -1,6 +1,7 @@
 """Figures from one or several run directories (PNG, matplotlib):
 
-- accuracy.png: val accuracy (best instruction) vs RL step, and vs total policy rollouts (RL + GEPA);
+- accuracy.png: val accuracy (best instruction) vs RL step, and vs total policy rollouts (RL + GEPA), with
+  the constant-answer baseline of each task as a dashed line (runs that record it);
 - kl_vs_accuracy.png: KL(pi || pi_base) on the probe set vs val accuracy, one point per cycle;
 - fast_weights.png: accepted proposals and population size per cycle;
 - rl_steps.png (runs that train): reward per RL step, overall and per context of the population, and the
@@ -60,6 +61,12 @@ def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
         acc = [c["val_accuracy_best"] for c in cycles]
         ax1.plot([c["rl_steps"] for c in cycles], acc, marker="o", label=label)
         ax2.plot([c["total_rollouts"] for c in cycles], acc, marker="o", label=label)
+    baselines = {c["task"]: c["val_majority_baseline"] for cycles in runs.values() for c in cycles
+                 if "val_majority_baseline" in c}
+    for i, (task, value) in enumerate(sorted(baselines.items())):
+        name = "constant answer" if len(baselines) == 1 else f"constant answer ({task})"
+        for ax in (ax1, ax2):
+            ax.axhline(value, color=f"C{(len(runs) + i) % 10}", ls="--", lw=1, label=name)
     _axes(ax1, "RL steps", "val accuracy (best instruction)")
     _axes(ax2, "policy rollouts (RL + GEPA)", "val accuracy (best instruction)")
     written.append(_save(fig, out_dir / "accuracy.png"))

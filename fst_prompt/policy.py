@@ -94,22 +94,29 @@ class Policy:
         self,
         conversations: list[Conversation],
         sampling: Sampling | None = None,
+        seeds: list[int] | None = None,
     ) -> list[Generation]:
         """One completion per conversation, in order; generated in chunks of `batch_size` conversations of
-        similar length (characters: less padding)."""
+        similar length (characters: less padding). With `seeds` (one per conversation), each sampled
+        completion depends only on its conversation and its seed, not on the batch it lands in."""
         sampling = sampling or self.sampling
+        if seeds is not None and len(seeds) != len(conversations):
+            raise ValueError(f"{len(seeds)} seeds for {len(conversations)} conversations")
         order = sorted(range(len(conversations)), key=lambda i: sum(len(m["content"]) for m in conversations[i]))
         out: dict[int, Generation] = {}
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            out |= zip(chunk, self._generate_batch([conversations[i] for i in chunk], sampling), strict=True)
+            chunk_seeds = None if seeds is None else [seeds[i] for i in chunk]
+            out |= zip(chunk, self._generate_batch([conversations[i] for i in chunk], sampling, chunk_seeds),
+                       strict=True)
         return [out[i] for i in range(len(conversations))]
 
-    def _generate_batch(self, conversations: list[Conversation], sampling: Sampling) -> list[Generation]:
+    def _generate_batch(self, conversations: list[Conversation], sampling: Sampling,
+                        seeds: list[int] | None = None) -> list[Generation]:
         import torch
 
         prompts = [self.tokenizer(self.prompt_text(c), add_special_tokens=False)["input_ids"] for c in conversations]
-        pick = sampler(sampling.temperature, sampling.top_p) if sampling.temperature > 0 else greedy()
+        pick = sampler(sampling.temperature, sampling.top_p, seeds) if sampling.temperature > 0 else greedy()
         with self._lock:
             t0 = time.perf_counter()
             was_training = self.model.training

@@ -21,7 +21,7 @@ class ScriptedPolicy(Policy):
         super().__init__(SimpleNamespace(), tok, batch_size=batch_size, sampling=Sampling(max_new_tokens=8),
                          name="scripted")
 
-    def _generate_batch(self, conversations, sampling):
+    def _generate_batch(self, conversations, sampling, seeds=None):
         gens = []
         for conv in conversations:
             system = conv[0]["content"] if conv[0]["role"] == "system" else ""

@@ -17,7 +17,9 @@ def test_eval_on_tiny_model_writes_json(tiny_path, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "rollouts/s" in printed and "parse failures" in printed
+    assert "constant baseline" in printed and "(always answering '" in printed
     data = json.loads(out.read_text())
+    assert set(data["majority_baseline"]) == {"answer", "accuracy", "n"} and data["majority_baseline"]["n"] == 3
     assert data["n"] == 3 and len(data["rollouts"]) == 3 and data["generate_calls"] == 2
     assert data["instructions"]["self"].startswith("Add and subtract the numbers.")
 

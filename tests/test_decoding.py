@@ -75,3 +75,30 @@ def test_real_model_greedy_batch_equals_batch1_generate():
     expected = [_generate_one(policy, c, 48, policy.stop_ids) for c in convs]
     assert [g.text for g in gens] == [policy.tokenizer.decode(e, skip_special_tokens=True) for e in expected]
     assert len({g.completion_tokens for g in gens}) > 1  # rows of different lengths shared the batch
+
+
+def test_seeded_sampling_depends_on_the_seed_not_on_the_batch(tiny_policy):
+    convs, hot = _conversations(QUESTIONS), Sampling(temperature=1.0, max_new_tokens=8)
+    seeds = [11, 12, 13, 14, 15, 16]
+
+    def texts(batch_size, conversations=convs, seeds=seeds):
+        policy = Policy(tiny_policy.model, tiny_policy.tokenizer, batch_size=batch_size, sampling=hot)
+        return [g.text for g in policy.generate(conversations, seeds=seeds)]
+
+    together = texts(6)
+    assert texts(2) == together  # other batch-mates, other chunks: the same samples
+    assert texts(1, convs[3:4], seeds[3:4]) == together[3:4]
+    assert texts(6, seeds=[s + 100 for s in seeds]) != together
+    with pytest.raises(ValueError, match="seeds"):
+        texts(6, seeds=seeds[:2])
+
+
+def test_seeded_rollouts_are_reproducible(tiny_policy, qa_task):
+    from fst_prompt.evaluate import run_rollouts
+
+    hot, examples = Sampling(temperature=1.0, max_new_tokens=8), qa_task.val[:4]
+    first = run_rollouts(qa_task, tiny_policy, examples, sampling=hot, seeds=[1, 2, 3, 4])
+    again = run_rollouts(qa_task, tiny_policy, examples, sampling=hot, seeds=[1, 2, 3, 4])
+    assert [r.completions for r in first] == [r.completions for r in again]
+    assert first[0].completions != run_rollouts(qa_task, tiny_policy, examples[:1], sampling=hot,
+                                                seeds=[99])[0].completions

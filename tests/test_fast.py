@@ -5,22 +5,38 @@ import json
 import pytest
 
 from fst_prompt.config import GEPAConfig, ReflectionConfig
-from fst_prompt.fast.adapter import TaskAdapter
-from fst_prompt.fast.population import Candidate, Population
-from fst_prompt.fast.reflection import Proposer, ReflectionLM
+from fst_prompt.fast.adapter import Scoring, TaskAdapter
+from fst_prompt.fast.population import Candidate, Population, candidate_id
+from fst_prompt.fast.reflection import Proposer, ReflectionLM, clean_proposal
 from fst_prompt.fast.round import gepa_round
+from fst_prompt.policy import Generation, Sampling
 from tests.scripted import GOOD, ScriptedClient, ScriptedPolicy
 
 FAST = ReflectionConfig(base_url="http://unused", retries=1, backoff_s=0)
 
 
-def run_round(qa_task, replies, budget=30, population=None):
-    policy = ScriptedPolicy()
+class ParityPolicy(ScriptedPolicy):
+    """Answers 'What is i + i?' right when the system prompt says EVEN and i is even, or ODD and i is odd."""
+
+    def _generate_batch(self, conversations, sampling, seeds=None):
+        gens = super()._generate_batch(conversations, sampling, seeds)
+        out = []
+        for conv, gen in zip(conversations, gens, strict=True):
+            i = int(conv[-1]["content"].split()[2])
+            word = "EVEN" if i % 2 == 0 else "ODD"
+            text = str(2 * i) if word in conv[0]["content"] else gen.text
+            out.append(Generation(text, gen.prompt_tokens, gen.completion_tokens, gen.finish_reason))
+        return out
+
+
+def run_round(qa_task, replies, budget=30, population=None, work_dir=None, policy=None):
+    policy = policy or ScriptedPolicy()
     client = ScriptedClient(replies)
     proposer = Proposer(ReflectionLM(FAST, client=client), FAST.template)
     population = population or Population.seed(qa_task.seed_instructions(), k=4)
-    config = GEPAConfig(max_metric_calls=budget, anchor_size=6, reflection_minibatch_size=3)
-    new, record = gepa_round(population, qa_task, policy, qa_task.val[:6], proposer, config, progress=False)
+    config = GEPAConfig(max_metric_calls=budget, anchor_size=6, reflection_minibatch_size=3, val_check_n=4)
+    new, record = gepa_round(population, qa_task, policy, qa_task.train[:4] + qa_task.test[:2], proposer, config,
+                             work_dir=work_dir, progress=False)
     return new, record, policy, client, proposer
 
 
@@ -34,6 +50,47 @@ def test_better_proposal_is_accepted_and_joins_the_population(qa_task):
     assert best.parents == [seed.id] and seed.mean_score == 0.0
     assert "What is" in client.prompts[0]  # the rollouts reach the reflection LM
     assert "Wrong: expected" in client.prompts[0]  # and so does the metric's feedback
+    # the proposal is recorded with its gain on the anchor and, as an overfitting check, on held-out val
+    (accepted,) = [p for p in record.proposals if p["accepted"]]
+    assert accepted["instructions"] == best.instructions and accepted["parent"] == seed.id
+    assert accepted["anchor_gain"] == 1.0 and accepted["val_gain"] == 1.0 and accepted["val_n"] == 4
+
+
+def test_warm_start_puts_every_carried_candidate_in_gepas_state(qa_task, tmp_path):
+    from gepa.core.state import GEPAState
+
+    carried = [{"self": "Answer the question."}, {"self": "EVEN numbers."}, {"self": "ODD numbers."}]
+    population = Population(k=4, candidates=[Candidate(candidate_id(c), c) for c in carried])
+    replies = [f"```\nBe vague, take {i}.\n```" for i in range(8)]
+    new, record, *_ = run_round(qa_task, replies, budget=18 + 8 * 3, population=population,
+                                work_dir=tmp_path / "round", policy=ParityPolicy())
+    state = GEPAState.load(str(tmp_path / "round"))
+    # All carried candidates are seeds (best first, then in carried order): scored on the anchor, no parents ...
+    assert state.program_candidates[:3] == [carried[1], carried[2], carried[0]]
+    assert state.parent_program_for_candidate[:3] == [[None], [], []]
+    assert all(len(state.prog_candidate_val_subscores[i]) == 6 for i in range(3))
+    assert {c.id for c in new.candidates} == {candidate_id(c) for c in carried}  # no proposal beat them
+    # ... and any on the Pareto front can be a parent (EVEN and ODD each win some problems), not only the first.
+    parents = {p["parent"] for p in record.proposals}
+    assert len(parents) >= 2 and parents <= {candidate_id(c) for c in carried}
+
+
+def test_a_proposal_rejected_before_is_not_evaluated_again(qa_task):
+    _, record, _, _, proposer = run_round(qa_task, ["```\nBe vague.\n```"] * 6, budget=40)
+    assert record.proposals_tried == 1 and record.proposal_failures.get("duplicate", 0) >= 1
+    assert [p["accepted"] for p in record.proposals] == [False]
+    assert proposer.outcomes["duplicate"] >= 1
+
+
+@pytest.mark.parametrize(("reply", "expected"), [
+    ("Here is the improved instruction:\nAdd the numbers.", "Add the numbers."),
+    ("Improved Instruction:\n\"Add them.\"", "Add them."),
+    ("Add.\n```\n```text\nSomething else", "Add."),
+    ("New instructions for the assistant: Do X.\n\n\n\nEnd with Answer: <n>", "Do X.\n\nEnd with Answer: <n>"),
+    ("Instructions matter: add the numbers.", "Instructions matter: add the numbers."),
+])
+def test_proposals_are_cleaned_of_residue(reply, expected):
+    assert clean_proposal(reply) == expected
 
 
 def test_worse_proposal_is_rejected(qa_task):
@@ -77,6 +134,18 @@ def test_adapter_caches_within_a_round(qa_task):
     dataset = adapter.make_reflective_dataset({"self": GOOD}, again, ["self"])
     assert dataset["self"][0] == {"Inputs": {"question": "What is 100 + 100?"}, "Generated Outputs": "200",
                                   "Feedback": "Correct."}
+
+
+def test_sampled_scoring_is_the_mean_of_s_seeded_rollouts(qa_task):
+    policy = ScriptedPolicy()
+    adapter = TaskAdapter(qa_task, policy, scoring=Scoring(samples=3, sampling=Sampling(1.0, 1.0, 8), seed=7))
+    batch = adapter.evaluate(qa_task.val[:2], {"self": GOOD}, capture_traces=True)
+    assert batch.scores == [1.0, 1.0] and policy.stats.rollouts == 6
+    assert adapter.scoring.seeds(qa_task.val[0]) == Scoring(samples=3, seed=7, sampling=Sampling(1.0)).seeds(
+        qa_task.val[0])  # the same seeds for every candidate: common random numbers
+    assert adapter.scoring.seeds(qa_task.val[0]) != adapter.scoring.seeds(qa_task.val[1])
+    dataset = adapter.make_reflective_dataset({"self": GOOD}, batch, ["self"])
+    assert dataset["self"][0]["Feedback"].startswith("3 of 3 sampled replies were correct.")
 
 
 def test_population_json_round_trip_and_top_k():

@@ -6,8 +6,10 @@ and runs llama-cpp-python's server on loopback for the length of a `with` block.
 
 `Proposer` is what gepa calls for a new instruction (`custom_candidate_proposer`): it renders gepa's
 prompt with our template, calls the LM (time-outs, retries with backoff), extracts the text between
-``` fences with gepa's extractor, and rejects empty, unchanged or runaway proposals. A failure raises
-`ProposalError`, which gepa logs and skips; every outcome is counted. API keys are read from the
+``` fences with gepa's extractor, cleans it (`clean_proposal`: fence residue, "Here is the improved
+instruction:" and the like, quotes) and rejects empty, unchanged, runaway or template-echoing proposals
+and exact repeats of one already rejected. A failure raises `ProposalError`, which gepa logs and skips;
+every outcome is counted. API keys are read from the
 environment variable the config names and never written anywhere.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from fst_prompt.config import ReflectionConfig
+from fst_prompt.fast.population import candidate_id
 from fst_prompt.fetch import assemble_gguf, weights_registry
 
 _NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (or "
@@ -94,15 +98,40 @@ class ReflectionLM:
                               f"{type(last).__name__}: {last}")
 
 
+_PREAMBLE = re.compile(r"^\s*(?:here\s+is|here's|below\s+is)?\s*(?:the|an|my)?\s*(?:new|improved|updated|revised)?"
+                       r"\s*instructions?\s*(?:for[^:\n]*)?:\s*\n?", re.IGNORECASE)
+
+
+def clean_proposal(text: str) -> str:
+    """The instruction in a reflection LM's extracted reply, without the residue small LMs leave around it."""
+    text = text.strip()
+    if "```" in text:  # several fenced blocks: the first one is the instruction
+        text = text.split("```", 1)[0].strip() or text.replace("```", "").strip()
+    text = _PREAMBLE.sub("", text, count=1).strip()
+    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1].strip()
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def _normal(instructions: dict[str, str]) -> tuple:
+    return tuple(sorted((k, " ".join(v.split())) for k, v in instructions.items()))
+
+
 @dataclass
 class Proposer:
     """gepa's `custom_candidate_proposer`: one reflection call per component to update."""
 
     lm: ReflectionLM
     template: str
-    max_chars: int = 2000
-    outcomes: Counter = field(default_factory=Counter)  # proposed / lm_failed / empty / unchanged / too_long
+    max_chars: int = 1200
+    # proposed / lm_failed / empty / unchanged / too_long / template_echo / duplicate
+    outcomes: Counter = field(default_factory=Counter)
+    last: dict[str, Any] = field(default_factory=dict)  # the last usable proposal: parent id, instructions
+    rejected: set[tuple] = field(default_factory=set)  # proposals gepa evaluated and rejected (normalised)
     _last_failure: tuple | None = None
+
+    def reject(self, instructions: dict[str, str]) -> None:
+        self.rejected.add(_normal(instructions))
 
     def __call__(self, candidate: dict[str, str], reflective_dataset: Mapping[str, Sequence[Mapping[str, Any]]],
                  components_to_update: list[str]) -> dict[str, str]:
@@ -121,14 +150,19 @@ class Proposer:
             except ReflectionError as e:
                 self._fail(key, "lm_failed")
                 raise ProposalError(str(e)) from e
-            text = Sig.output_extractor(raw)["new_instruction"].strip()
-            problem = ("empty" if not text else "unchanged" if text == candidate[name].strip()
-                       else "too_long" if len(text) > self.max_chars else None)
+            text = clean_proposal(Sig.output_extractor(raw)["new_instruction"])
+            same = " ".join(text.split()) == " ".join(candidate[name].split())
+            problem = ("empty" if not text else "unchanged" if same else "too_long" if len(text) > self.max_chars
+                       else "template_echo" if "<curr_param>" in text or "<side_info>" in text else None)
             if problem:
                 self._fail(key, problem)
                 raise ProposalError(f"unusable proposal for {name!r}: {problem}")
             new_texts[name] = text
+        if _normal(candidate | new_texts) in self.rejected:
+            self._fail(key, "duplicate")
+            raise ProposalError("the same proposal was evaluated and rejected before")
         self.outcomes["proposed"] += 1
+        self.last = {"parent": candidate_id(candidate), "instructions": candidate | new_texts}
         return new_texts
 
     def _fail(self, key: tuple, outcome: str) -> None:
