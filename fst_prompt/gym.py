@@ -14,7 +14,7 @@ import dspy
 
 from fst_prompt.task import AdapterKind, Feedback, Metric, Task
 
-DEFAULT_SIZES = (256, 64, 64)  # train / val / test
+DEFAULT_SIZES = (256, 128, 128)  # train / val / test (n >= 128 for a claim: DESIGN.md §6)
 
 
 def gym_splits(

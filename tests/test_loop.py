@@ -8,6 +8,7 @@ import yaml
 from fst_prompt import loop, stages
 from fst_prompt.cli import main
 from fst_prompt.config import ConfigError, RunConfig, load_config
+from fst_prompt.policy import Sampling
 from fst_prompt.state import RunState, last_complete_checkpoint
 
 
@@ -45,6 +46,18 @@ def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
     assert [c["cycle"] for c in cycles] == [0, 1] and [c["rl_steps"] for c in cycles] == [2, 4]
     assert len((run / "rounds.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))[-1] == "checkpoint-4"
+
+
+def test_fast_steps_score_as_rl_samples_and_gepa_mode_greedily(tmp_path, tiny_path, endpoint):
+    from fst_prompt.modes import resolve_mode
+
+    cfg = config(tmp_path, tiny_path, endpoint, gepa__samples_per_problem=3, rl__temperature=0.9, rl__top_p=0.95)
+    fst = loop.gepa_scoring(cfg, resolve_mode("fst"), cycle=2)
+    assert fst.samples == 3 and fst.sampling == Sampling(0.9, 0.95, 4) and fst.seed == 2
+    assert loop.gepa_scoring(cfg, resolve_mode("fst"), cycle=3).seed != fst.seed  # each round its own draws
+    assert not loop.gepa_scoring(cfg, resolve_mode("gepa"), cycle=0).sampled
+    greedy = config(tmp_path, tiny_path, endpoint, gepa__temperature=0.0)
+    assert not loop.gepa_scoring(greedy, resolve_mode("fst"), cycle=0).sampled
 
 
 def test_anchor_is_the_problems_the_next_steps_use():

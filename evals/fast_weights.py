@@ -1,0 +1,106 @@
+"""Do the fast weights act? FST runs (mode fst) per task and seed: how many proposals GEPA accepts, and how
+much the best instruction beats the seed instruction under the same trained weights.
+
+    python evals/fast_weights.py [--tasks chain_sum ...] [--seeds 0 1 2] [--jobs 1] [--report-only]
+
+Config: evals/configs/fast_weights.yaml (GEPA scored as RL samples: S rollouts a problem at the RL
+temperature; val n = 128, greedy). Per run: proposals accepted / evaluated over the run; at the last
+cycle, val accuracy with the best and with the seed instruction (same weights) and the constant baseline;
+and the overfitting check: each accepted proposal's gain over its parent on the anchor and on held-out val.
+Results in evals/results/fast_weights/.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from runner import RESULTS, Job, driver_parser, run_jobs, write_report
+
+STUDY = "fast_weights"
+CONFIG = "evals/configs/fast_weights.yaml"
+
+
+def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
+    return [Job(STUDY, f"{task}/fst-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}"])
+            for task in tasks for seed in seeds]
+
+
+def analyse(tasks: list[str], seeds: list[int]) -> dict:
+    from fst_prompt.plots import load_cycles
+
+    out: dict = {"config": CONFIG, "seeds": seeds, "tasks": {}}
+    for task in tasks:
+        runs = {}
+        for s in seeds:
+            results = RESULTS / STUDY / task / f"fst-s{s}"
+            if not (results / "done.json").is_file():
+                continue
+            last = load_cycles(results)[-1]
+            rounds = [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines() if line]
+            accepted = [p for r in rounds for p in r.get("proposals", []) if p["accepted"]]
+            tried = sum(r["proposals_tried"] for r in rounds)
+            runs[s] = {"accepted": sum(r["proposals_accepted"] for r in rounds), "tried": tried,
+                       "best": last["val_accuracy_best"], "seed": last["val_accuracy_seed"],
+                       "gain": last["val_accuracy_best"] - last["val_accuracy_seed"],
+                       "constant": last.get("val_majority_baseline"), "rl_steps": last["rl_steps"],
+                       "anchor_gains": [p.get("anchor_gain") for p in accepted],
+                       "val_gains": [p.get("val_gain") for p in accepted],
+                       "minutes": json.loads((results / "done.json").read_text())["wall_seconds"] / 60}
+        if not runs:
+            continue
+        gains = [r["gain"] for r in runs.values()]
+        accepted, tried = sum(r["accepted"] for r in runs.values()), sum(r["tried"] for r in runs.values())
+        out["tasks"][task] = {
+            "runs": runs, "mean_gain": statistics.fmean(gains), "sd_gain": statistics.stdev(gains) if len(gains) > 1
+            else 0.0, "accepted": accepted, "tried": tried, "acceptance": accepted / tried if tried else 0.0,
+            "mean_anchor_gain": _mean(g for r in runs.values() for g in r["anchor_gains"]),
+            "mean_val_gain": _mean(g for r in runs.values() for g in r["val_gains"])}
+    return out
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:+.3f}" if x < 0 or x > 0 else "0.000"
+
+
+def markdown(a: dict) -> str:
+    lines = ["# Fast weights in FST runs", "",
+             f"Regenerate: `python evals/fast_weights.py` (config `{a['config']}`). Val accuracy (greedy,",
+             "n = 128) at the last cycle, best vs seed instruction under the same trained weights; proposals accepted",
+             "/ evaluated over the run; overfitting check: accepted proposals' mean gain over their parent on the",
+             "anchor (sampled scores) and on held-out val problems (same scoring).", "",
+             "| task | seed | RL steps | best | seed instr. | constant | best − seed | accepted / tried | "
+             "anchor gain | val gain | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for task, t in a["tasks"].items():
+        for s, r in t["runs"].items():
+            lines.append(f"| {task} | {s} | {r['rl_steps']} | {r['best']:.3f} | {r['seed']:.3f} | "
+                         f"{r['constant']:.3f} | {r['gain']:+.3f} | {r['accepted']}/{r['tried']} | "
+                         f"{_f(_mean(r['anchor_gains']))} | {_f(_mean(r['val_gains']))} | {r['minutes']:.0f} |")
+        lines.append(f"| **{task}** | mean of {len(t['runs'])} | | | | | **{t['mean_gain']:+.3f}** "
+                     f"(sd {t['sd_gain']:.3f}) | **{t['accepted']}/{t['tried']} = {t['acceptance']:.0%}** | "
+                     f"{_f(t['mean_anchor_gain'])} | {_f(t['mean_val_gain'])} | |")
+    return "\n".join(lines)
+
+
+def plot(a: dict, out: Path) -> list[Path]:
+    return []
+
+
+def main() -> None:
+    ap = driver_parser(__doc__, seeds=[0, 1, 2])
+    ap.add_argument("--tasks", nargs="+", default=["chain_sum"])
+    args = ap.parse_args()
+    if not args.report_only:
+        run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs)
+    a = analyse(args.tasks, args.seeds)
+    write_report(STUDY, a, markdown(a), plot)
+
+
+if __name__ == "__main__":
+    main()

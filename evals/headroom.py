@@ -1,0 +1,151 @@
+"""Instruction headroom: how much an instruction alone moves a task on frozen base weights.
+
+    python evals/headroom.py [--tasks chain_sum ...] [--seeds 0 1 2] [--jobs 1] [--report-only]
+
+Per task, on the base weights, greedy, the first n val problems (n = 128): the constant-answer baseline,
+the seed instruction, a strong hand-written instruction (`HAND_WRITTEN`: one person's try), and the best
+instruction a generous GEPA-only run finds (`fst run` in gepa mode, evals/configs/headroom.yaml, one run
+per seed, about a CPU-hour each on 2 cores). Only tasks where instructions can move the accuracy give
+fast weights room to act. Jobs run through the resumable runner; results in
+evals/results/HEADROOM.md (and evals/results/headroom/headroom.json).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from runner import RESULTS, ROOT, Job, driver_parser, run_jobs, write_report
+
+STUDY = "headroom"
+CONFIG = "evals/configs/headroom.yaml"
+TASKS = ("chain_sum", "basic_arithmetic", "letter_counting", "leg_counting")
+
+STEP_BY_STEP = ("Work it out step by step: write each intermediate result on its own line. "
+                "End with a final line of the form 'Answer: <integer>'.")
+HAND_WRITTEN = {
+    "chain_sum": STEP_BY_STEP,
+    "basic_arithmetic": STEP_BY_STEP,
+    "letter_counting": ("Spell the text one letter at a time, one per line, and mark each letter that matches "
+                        "with '<-'. Then count the marks. End with a final line 'Answer: <integer>'."),
+    "leg_counting": ("Legs per animal: bird, chicken, duck 2; dog, cat, cow, horse, sheep, zebra, tiger, "
+                     "elephant 4; insect (ant, bee, beetle, grasshopper, butterfly, cricket) 6; spider 8; "
+                     "crab, shrimp, lobster 10; starfish 5. For each animal write count x legs, then add them up. "
+                     "End with a final line 'Answer: <integer>'."),
+}
+
+
+def settings() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / CONFIG).read_text())
+
+
+def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
+    cfg = settings()
+    common = ["--split", "val", "--n", str(cfg["loop"]["eval_n"]), "--max-new-tokens",
+              str(cfg["policy"]["max_new_tokens"]), "--model", cfg["policy"]["model"]]
+    jobs = []
+    for task in tasks:
+        seed_job = Job(STUDY, f"{task}/seed", [])
+        seed_job.argv = ["eval", "--task", task, *common, "--out", str(seed_job.results / "eval.json")]
+        jobs.append(seed_job)
+        if task in HAND_WRITTEN:
+            hand = Job(STUDY, f"{task}/hand", [])
+            prompt = hand.results / "prompt.json"
+            prompt.parent.mkdir(parents=True, exist_ok=True)
+            prompt.write_text(json.dumps({"instructions": {"self": HAND_WRITTEN[task]}}) + "\n")
+            hand.argv = ["eval", "--task", task, *common, "--prompt", str(prompt), "--out",
+                         str(hand.results / "eval.json")]
+            jobs.append(hand)
+        jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}"])
+                 for seed in seeds]
+    return jobs
+
+
+def _eval(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def analyse(tasks: list[str], seeds: list[int]) -> dict:
+    from fst_prompt.fast.population import Population
+    from fst_prompt.plots import load_cycles
+
+    out: dict = {"config": CONFIG, "seeds": seeds, "tasks": {}}
+    for task in tasks:
+        seed, hand = _eval(RESULTS / STUDY / task / "seed" / "eval.json"), _eval(RESULTS / STUDY / task / "hand" /
+                                                                               "eval.json")
+        if seed is None:
+            continue
+        row = {"n": seed["n"], "constant": seed["majority_baseline"]["accuracy"],
+               "constant_answer": seed["majority_baseline"]["answer"], "seed": seed["accuracy"],
+               "hand": hand and hand["accuracy"], "hand_instruction": HAND_WRITTEN.get(task), "gepa": {}}
+        for s in seeds:
+            results = RESULTS / STUDY / task / f"gepa-s{s}"
+            if not (results / "done.json").is_file():
+                continue
+            last = load_cycles(results)[-1]
+            state = json.loads((results / "state.json").read_text())
+            rounds = [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines() if line]
+            row["gepa"][s] = {"val_accuracy": last["val_accuracy_best"], "seed_val_accuracy": last["val_accuracy_seed"],
+                              "instructions": Population.from_json(state["population"]).best().instructions,
+                              "accepted": sum(r["proposals_accepted"] for r in rounds),
+                              "tried": sum(r["proposals_tried"] for r in rounds),
+                              "minutes": json.loads((results / "done.json").read_text())["wall_seconds"] / 60}
+        accs = [g["val_accuracy"] for g in row["gepa"].values()]
+        row["gepa_mean"] = statistics.fmean(accs) if accs else None
+        row["gepa_beats_seed_by_0.10"] = sum(a >= row["seed"] + 0.10 and a > row["constant"] for a in accs)
+        out["tasks"][task] = row
+    return out
+
+
+def _f(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def markdown(a: dict) -> str:
+    seeds = a["seeds"]
+    lines = [
+        "# Instruction headroom on frozen base weights",
+        "",
+        f"Regenerate: `python evals/headroom.py` (config `{a['config']}`). Val, greedy, the first n problems; the",
+        "constant baseline is the best single answer (`fst_prompt/baselines.py`). GEPA: one gepa-mode `fst run` per",
+        "seed (accepted/tried proposals, wall minutes in brackets); its best instruction's val accuracy.",
+        "",
+        "| task | n | constant | seed instruction | hand-written | " + " | ".join(f"GEPA s{s}" for s in seeds)
+        + " | GEPA mean | GEPA ≥ seed + 0.10 |",
+        "|---|---|---|---|---|" + "---|" * len(seeds) + "---|---|",
+    ]
+    for task, r in a["tasks"].items():
+        runs = [r["gepa"].get(s) for s in seeds]
+        cells = [f"{_f(g['val_accuracy'])} ({g['accepted']}/{g['tried']}, {g['minutes']:.0f} min)" if g else "–"
+                 for g in runs]
+        lines.append(f"| {task} | {r['n']} | {_f(r['constant'])} ({r['constant_answer']!r}) | {_f(r['seed'])} | "
+                     f"{_f(r['hand'])} | " + " | ".join(cells) + f" | {_f(r['gepa_mean'])} | "
+                     f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)} |")
+    lines += ["", "## Instructions", ""]
+    for task, r in a["tasks"].items():
+        lines += [f"### {task}", "", f"- hand-written: {r['hand_instruction']!r}"]
+        lines += [f"- GEPA s{s}: {g['instructions']!r}" for s, g in r["gepa"].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(a: dict, out: Path) -> list[Path]:
+    return []
+
+
+def main() -> None:
+    ap = driver_parser(__doc__, seeds=[0, 1, 2])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
+    args = ap.parse_args()
+    if not args.report_only:
+        run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs)
+    a = analyse(args.tasks, args.seeds)
+    write_report(STUDY, a, markdown(a), plot)
+    (RESULTS / "HEADROOM.md").write_text(markdown(a) + "\n")
+
+
+if __name__ == "__main__":
+    main()
