@@ -7,7 +7,9 @@ generator's own `score_answer` and says, in words, what was expected and what wa
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from typing import Any
 
 import dspy
@@ -22,8 +24,13 @@ def gym_splits(
     config: dict[str, Any],
     sizes: tuple[int, int, int],
     seed: int,
+    max_answer_share: float | None = None,
 ) -> tuple[list[dspy.Example], list[dspy.Example], list[dspy.Example]]:
-    """Deterministic train/val/test examples with fields `question`, `answer` and the raw `entry`."""
+    """Deterministic train/val/test examples with fields `question`, `answer` and the raw `entry`.
+
+    `max_answer_share` caps the fraction any one answer may take of every prefix of a split, so that the
+    first n problems of a split are balanced too (letter_counting's answer is "1" three times in four as
+    generated): generation goes on until every split is full under the cap."""
     import reasoning_gym
 
     seen: set[str] = set()
@@ -32,15 +39,19 @@ def gym_splits(
     # train gets what is left, never a question that is also held out.
     for offset in (2, 1, 0):
         size = sizes[offset]
-        # Item i of a generator uses seed + i, so the splits' seeds lie far apart; over-generate a little
-        # so that dropping repeats still leaves `size` examples.
+        share = 1.0 if max_answer_share is None else max_answer_share
+        # Item i of a generator uses seed + i, so the splits' seeds lie far apart; over-generate so that
+        # dropping repeats (and answers over the cap) still leaves `size` examples.
         split_seed = seed * 10_000_000 + offset * 1_000_000
-        ds = reasoning_gym.create_dataset(dataset, size=2 * size + 8, seed=split_seed, **config)
-        examples = []
+        factor = 2 if max_answer_share is None else 20
+        ds = reasoning_gym.create_dataset(dataset, size=factor * size + 8, seed=split_seed, **config)
+        examples, answers = [], Counter()
         for entry in ds:
-            if entry["question"] in seen:
+            over = answers[str(entry["answer"])] + 1 > max(1, math.ceil(share * (len(examples) + 1)))
+            if entry["question"] in seen or over:
                 continue
             seen.add(entry["question"])
+            answers[str(entry["answer"])] += 1
             examples.append(
                 dspy.Example(
                     question=entry["question"], answer=str(entry["answer"]), entry=entry
@@ -48,6 +59,9 @@ def gym_splits(
             )
             if len(examples) == size:
                 break
+        if len(examples) < size:
+            raise ValueError(f"{dataset}: only {len(examples)} of {size} examples fit max_answer_share="
+                             f"{max_answer_share}; raise the cap or lower the split size")
         splits[offset] = examples
     return splits[0], splits[1], splits[2]
 
@@ -128,13 +142,14 @@ def gym_task(
     adapter: AdapterKind = "text",
     chain_of_thought: bool = False,
     numeric: bool = False,
+    max_answer_share: float | None = None,
 ) -> Task:
     """A single-predictor task on a reasoning-gym generator (answer field: `answer`).
 
     `numeric=True`: the answer is the last number in the reply (for generators with integer answers).
     """
     config = dict(config or {})
-    train, val, test = gym_splits(dataset, config, sizes, seed)
+    train, val, test = gym_splits(dataset, config, sizes, seed, max_answer_share)
     program = dspy.ChainOfThought(signature) if chain_of_thought else dspy.Predict(signature)
     return Task(
         name=name,
@@ -144,5 +159,6 @@ def gym_task(
         test=test,
         metric=gym_metric(dataset, config, numeric=numeric),
         adapter=adapter,
-        extra={"dataset": dataset, "config": config, "seed": seed, "sizes": list(sizes), "numeric": numeric},
+        extra={"dataset": dataset, "config": config, "seed": seed, "sizes": list(sizes), "numeric": numeric,
+               "max_answer_share": max_answer_share},
     )

@@ -1,4 +1,8 @@
-"""Count one letter in a short phrase of 1-3 words (reasoning-gym `letter_counting`)."""
+"""Count one letter in a short phrase of 1-3 words (reasoning-gym `letter_counting`).
+
+As generated, three answers in four are "1" (always answering "1" scores 0.74 on val): the splits are
+rebalanced so that no answer takes more than a third of a split (constant baseline 0.34 on val).
+`max_answer_share=None` gives the generator's own distribution."""
 
 import dspy
 
@@ -15,7 +19,7 @@ class LetterCounting(dspy.Signature):
 CONFIG = {"min_words": 1, "max_words": 3}
 
 
-def make_task(seed: int = 0, adapter: str = "text", **kwargs) -> Task:
+def make_task(seed: int = 0, adapter: str = "text", max_answer_share: float | None = 1 / 3, **kwargs) -> Task:
     return gym_task(
         "letter_counting",
         LetterCounting,
@@ -24,5 +28,6 @@ def make_task(seed: int = 0, adapter: str = "text", **kwargs) -> Task:
         seed=seed,
         adapter=adapter,
         numeric=True,
+        max_answer_share=max_answer_share,
         **kwargs,
     )

@@ -69,3 +69,19 @@ def test_splits_are_disjoint_and_deterministic(chain_sum):
     qs = [{e.question for e in chain_sum.split(s)} for s in ("train", "val", "test")]
     assert not (qs[0] & qs[1]) and not (qs[0] & qs[2]) and not (qs[1] & qs[2])
     assert [e.question for e in again.val] == [e.question for e in chain_sum.val]
+
+
+def test_max_answer_share_balances_every_prefix_of_every_split():
+    from collections import Counter
+
+    from fst_prompt.programs import load_task
+
+    skewed = load_task("letter_counting", sizes=(60, 30, 30), max_answer_share=None)
+    task = load_task("letter_counting", sizes=(60, 30, 30))  # the shipped default: at most a third
+    assert Counter(e.answer for e in skewed.val).most_common(1)[0][1] > 15  # "1" dominates as generated
+    for split in (task.train, task.val, task.test):
+        for n in range(1, len(split) + 1):
+            assert max(Counter(e.answer for e in split[:n]).values()) <= max(1, -(-n // 3))
+    assert not {e.question for e in task.val} & {e.question for e in task.train}
+    with pytest.raises(ValueError, match="max_answer_share"):
+        load_task("letter_counting", sizes=(8, 8, 8), max_answer_share=0.01)
