@@ -20,7 +20,7 @@ from runner import RESULTS, ROOT, Job, driver_parser, run_jobs, write_report
 
 STUDY = "headroom"
 CONFIG = "evals/configs/headroom.yaml"
-TASKS = ("chain_sum", "basic_arithmetic", "letter_counting", "leg_counting")
+TASKS = ("chain_sum", "basic_arithmetic", "letter_counting", "leg_counting", "simple_equations")
 
 STEP_BY_STEP = ("Work it out step by step: write each intermediate result on its own line. "
                 "End with a final line of the form 'Answer: <integer>'.")
@@ -29,6 +29,8 @@ HAND_WRITTEN = {
     "basic_arithmetic": STEP_BY_STEP,
     "letter_counting": ("Spell the text one letter at a time, one per line, and mark each letter that matches "
                         "with '<-'. Then count the marks. End with a final line 'Answer: <integer>'."),
+    "simple_equations": ("Solve step by step. For 'a*x + b = c': first compute c - b, then divide it by a. Write "
+                         "each step on its own line. End with a final line 'Answer: <integer>'."),
     "leg_counting": ("Legs per animal: bird, chicken, duck 2; dog, cat, cow, horse, sheep, zebra, tiger, "
                      "elephant 4; insect (ant, bee, beetle, grasshopper, butterfly, cricket) 6; spider 8; "
                      "crab, shrimp, lobster 10; starfish 5. For each animal write count x legs, then add them up. "

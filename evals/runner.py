@@ -118,7 +118,7 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
 def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
     """The options every study driver shares."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
-    ap.add_argument("--seeds", nargs="+", type=int, default=seeds)
+    ap.add_argument("--seeds", nargs="*", type=int, default=seeds)
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
     ap.add_argument("--report-only", action="store_true", help="only analyse the runs already finished")
     return ap
