@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import dspy
@@ -75,8 +76,58 @@ def last_number(text: str) -> str | None:
     return found[-1] if found else None
 
 
+def _chain(expression: str, answer: str) -> str:
+    terms = expression.split()
+    if len(terms) < 3 or any(op not in "+-" for op in terms[1::2]):
+        return f"{expression} = {answer}."
+    steps, value = [], int(terms[0])
+    for op, num in zip(terms[1::2], terms[2::2], strict=True):
+        new = value + int(num) if op == "+" else value - int(num)
+        steps.append(f"{value} {op} {num} = {new}")
+        value = new
+    return "; then ".join(steps) + "."
+
+
+def _linear(equation: str, variable: str, answer: str) -> str:
+    left, _, right = equation.partition(" = ")
+    terms = re.findall(r"([+-]?)\s*(\d+)(\*" + re.escape(variable) + r")?", left.replace(" ", ""))
+    if not right.lstrip("-").isdigit() or not terms:
+        return f"{variable} = {answer}."
+    a = sum(int(sign + n) for sign, n, v in terms if v)
+    b = sum(int(sign + n) for sign, n, v in terms if not v)
+    c = int(right)
+    if a == 0 or (c - b) % a:
+        return f"{variable} = {answer}."
+    return (f"move the constant to the right: {a}*{variable} = {c} - ({b}) = {c - b}; divide by {a}: "
+            f"{variable} = {(c - b) // a}.")
+
+
+def _letters(meta: dict[str, Any], answer: str) -> str:
+    text, letter = " ".join(meta["span"]), meta["target_letter"]
+    return (f"the letters of {text!r} are {' '.join(ch for ch in text if ch != ' ')}; {letter!r} is among them "
+            f"{answer} time(s).")
+
+
+def _legs(meta: dict[str, Any], answer: str) -> str:
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    parts = [f"{n} {name} x {ANIMALS[name]} legs = {n * ANIMALS[name]}" for name, n in meta["animals"].items()]
+    return "; ".join(parts) + f"; total {answer}."
+
+
+# The worked solution of a problem, from its generator's metadata, shown in the feedback of a wrong answer.
+SOLUTIONS: dict[str, Callable[[dict[str, Any], str], str]] = {
+    "chain_sum": lambda m, a: _chain(m["expression"], a),
+    "basic_arithmetic": lambda m, a: f"{m['expression']} = {a} (multiplications first, then left to right).",
+    "simple_equations": lambda m, a: _linear(m["equation"], m["variable"], a),
+    "letter_counting": _letters,
+    "leg_counting": _legs,
+}
+
+
 def gym_metric(dataset: str, config: dict[str, Any], field: str = "answer", numeric: bool = False) -> Metric:
-    """Score with reasoning-gym's own checker; feedback names the expected and the given answer.
+    """Score with reasoning-gym's own checker; feedback names the expected and the given answer and, for the
+    generators in `SOLUTIONS`, how to get the expected one.
 
     With `numeric=True` the answer is the last number in the field, so "The total is 12." counts as 12:
     a small model's wording is not held against it, and the feedback still asks for the bare number.
@@ -84,8 +135,19 @@ def gym_metric(dataset: str, config: dict[str, Any], field: str = "answer", nume
     import reasoning_gym
 
     checker = reasoning_gym.create_dataset(dataset, size=1, seed=0, **config)
+    solution = SOLUTIONS.get(dataset)
 
     def metric(gold: dspy.Example, pred: dspy.Prediction) -> Feedback:
+        feedback = _judge(gold, pred)
+        if feedback.score >= 1.0 or solution is None:
+            return feedback
+        try:
+            worked = solution(gold.entry["metadata"], gold.answer)
+        except (KeyError, TypeError, ValueError):  # metadata of another shape: the plain feedback stands
+            return feedback
+        return Feedback(feedback.score, f"{feedback.feedback} Worked solution: {worked}")
+
+    def _judge(gold: dspy.Example, pred: dspy.Prediction) -> Feedback:
         given = pred.get(field) if hasattr(pred, "get") else getattr(pred, field, None)
         given = "" if given is None else str(given).strip()
         if not given:

@@ -1,5 +1,6 @@
 """Metric feedback for right, wrong and unparsable outputs, on a real reasoning-gym task."""
 
+import dspy
 import pytest
 
 from fst_prompt import gym_task
@@ -32,7 +33,8 @@ def test_wrong_answer_names_expected_and_given(chain_sum):
     fb, _ = score_completion(chain_sum, ex, f"It is {wrong}")
     assert fb.score == 0.0
     assert fb.feedback == (f"Wrong: expected {ex.answer}, but the final number in your answer was {wrong} "
-                           f"(it held 'It is {wrong}').")
+                           f"(it held 'It is {wrong}'). Worked solution: {ex.entry['metadata']['expression']} = "
+                           f"{ex.answer}.")
 
 
 def test_no_number(chain_sum):
@@ -85,3 +87,28 @@ def test_max_answer_share_balances_every_prefix_of_every_split():
     assert not {e.question for e in task.val} & {e.question for e in task.train}
     with pytest.raises(ValueError, match="max_answer_share"):
         load_task("letter_counting", sizes=(8, 8, 8), max_answer_share=0.01)
+
+
+@pytest.mark.parametrize(("name", "worked"), [
+    ("chain_sum", "Worked solution: 84 - 12 = 72."),
+    ("simple_equations", "Worked solution: move the constant to the right: 11*f = 43 - (10) = 33; divide by 11: "
+                         "f = 3."),
+    ("leg_counting", "Worked solution: 3 butterfly x 6 legs = 18; total 18."),
+])
+def test_wrong_answers_get_the_worked_solution(name, worked):
+    from fst_prompt.programs import load_task
+
+    task = load_task(name, sizes=(4, 4, 4))
+    ex = task.val[1]
+    assert task.score(ex, dspy.Prediction(answer="99999")).feedback.endswith(worked)
+    assert "Worked solution" not in task.score(ex, dspy.Prediction(answer=ex.answer)).feedback
+
+
+def test_a_solution_that_cannot_be_worked_out_leaves_the_plain_feedback():
+    from fst_prompt.gym import _chain, _linear
+
+    assert _chain("3 * 4", "12") == "3 * 4 = 12."
+    assert _chain("1 + 2 - 4", "-1") == "1 + 2 = 3; then 3 - 4 = -1."
+    assert _linear("7 - 2*x = 1", "x", "3") == ("move the constant to the right: -2*x = 1 - (7) = -6; divide by -2: "
+                                                "x = 3.")
+    assert _linear("x**2 = 4", "x", "2") == "x = 2."
