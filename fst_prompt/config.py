@@ -91,7 +91,8 @@ class PolicyConfig(Strict):
 
 class GEPAConfig(Strict):
     max_metric_calls: int = Field(200, ge=1, description="problems GEPA may score per round (each with "
-                                  "samples_per_problem rollouts), the re-scoring of the K carried candidates included")
+                                  "samples_per_problem rollouts), scoring the best carried candidate on the anchor "
+                                  "included; re-scoring the other K-1 comes on top")
     reflection_minibatch_size: int = Field(6, ge=1, description="problems shown to the reflection LM; a proposal "
                                            "is accepted when its summed score on them beats its parent's")
     samples_per_problem: int = Field(4, ge=1, description="S: rollouts per problem when scoring a candidate, at "

@@ -62,7 +62,7 @@ def test_warm_start_puts_every_carried_candidate_in_gepas_state(qa_task, tmp_pat
     carried = [{"self": "Answer the question."}, {"self": "EVEN numbers."}, {"self": "ODD numbers."}]
     population = Population(k=4, candidates=[Candidate(candidate_id(c), c) for c in carried])
     replies = [f"```\nBe vague, take {i}.\n```" for i in range(8)]
-    new, record, *_ = run_round(qa_task, replies, budget=18 + 8 * 3, population=population,
+    new, record, *_ = run_round(qa_task, replies, budget=6 + 8 * 3, population=population,
                                 work_dir=tmp_path / "round", policy=ParityPolicy())
     state = GEPAState.load(str(tmp_path / "round"))
     # All carried candidates are seeds (best first, then in carried order): scored on the anchor, no parents ...

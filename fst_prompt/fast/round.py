@@ -39,7 +39,7 @@ class RoundRecord:
     proposals_tried: int  # usable proposals gepa evaluated
     proposals_accepted: int  # new candidates gepa kept
     proposal_failures: dict[str, int]  # lm_failed / empty / unchanged / too_long / duplicate
-    metric_calls: int  # gepa's count (problems scored, each with S rollouts), the re-scoring included
+    metric_calls: int  # gepa's count (problems scored, each with S rollouts), all re-scoring included
     policy_rollouts: int  # completions the policy actually generated this round
     reflection_calls: int
     reflection_failures: int
@@ -97,14 +97,15 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
         c.scores = dict(zip(ids, (s.score for s in scored[c.id]), strict=True))
     carried = sorted(population.candidates, key=lambda c: -c.mean_score)  # stable: the oldest first among ties
 
-    bar, log = RoundProgress(config.max_metric_calls, proposer, show=progress), _ProposalLog(
-        proposer, config.reflection_minibatch_size)
+    # The budget counts the first seed's anchor scoring, as for a single seed; the others' re-scoring is extra.
+    budget = config.max_metric_calls + (len(carried) - 1) * len(anchor)
+    bar, log = RoundProgress(budget, proposer, show=progress), _ProposalLog(proposer, config.reflection_minibatch_size)
     with _round_dir(work_dir) as gepa_dir:
         _warm_start(carried, scored).save(str(gepa_dir))
         try:
             result = gepa.optimize(
                 seed_candidate=carried[0].instructions, trainset=anchor, valset=anchor, adapter=adapter,
-                custom_candidate_proposer=proposer, max_metric_calls=config.max_metric_calls,
+                custom_candidate_proposer=proposer, max_metric_calls=budget,
                 reflection_minibatch_size=config.reflection_minibatch_size, use_merge=config.use_merge,
                 seed=(config.seed or 0) + cycle, display_progress_bar=False, logger=_LogFile(log_path),
                 run_dir=str(gepa_dir), track_best_outputs=False, callbacks=[bar, log],
