@@ -118,10 +118,17 @@ def test_reflection_failures_are_counted_and_the_round_completes(qa_task, failur
     assert population.best().mean_score == 1.0  # the run went on and learned
 
 
-def test_unchanged_proposal_is_not_evaluated(qa_task):
+def test_unchanged_proposal_is_asked_again_once_then_not_evaluated(qa_task):
     seed = qa_task.seed_instructions()["self"]
-    _, record, *_ = run_round(qa_task, [f"```\n{seed}\n```"], budget=12)
-    assert record.proposal_failures.get("unchanged") == 1
+    _, record, _, client, proposer = run_round(qa_task, [f"```\n{seed}\n```"] * 2, budget=12)
+    assert record.proposal_failures.get("unchanged") == 1 and proposer.outcomes["unchanged_asked_again"] >= 1
+    assert "must be different" in client.prompts[1] and "must be different" not in client.prompts[0]
+
+
+def test_an_unchanged_proposal_asked_again_can_succeed(qa_task):
+    seed = qa_task.seed_instructions()["self"]
+    population, record, *_ = run_round(qa_task, [f"```\n{seed}\n```", f"```\n{GOOD}\n```"], budget=30)
+    assert "unchanged" not in record.proposal_failures and population.best().mean_score == 1.0
 
 
 def test_adapter_caches_within_a_round(qa_task):

@@ -113,6 +113,10 @@ def clean_proposal(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", text)
 
 
+_NUDGE = ("\n\nThe current instruction is not good enough: the new instruction must be different. Add the steps "
+          "of a method that avoids the mistakes shown above.")
+
+
 def _normal(instructions: dict[str, str]) -> tuple:
     return tuple(sorted((k, " ".join(v.split())) for k, v in instructions.items()))
 
@@ -146,12 +150,15 @@ class Proposer:
                                           "dataset_with_feedback": reflective_dataset[name],
                                           "prompt_template": self.template})
             try:
-                raw = self.lm(prompt)
+                text = clean_proposal(Sig.output_extractor(self.lm(prompt))["new_instruction"])
+                same = " ".join(text.split()) == " ".join(candidate[name].split())
+                if same:  # small reflection LMs often hand the instruction back: ask once more, plainly
+                    self.outcomes["unchanged_asked_again"] += 1
+                    text = clean_proposal(Sig.output_extractor(self.lm(prompt + _NUDGE))["new_instruction"])
+                    same = " ".join(text.split()) == " ".join(candidate[name].split())
             except ReflectionError as e:
                 self._fail(key, "lm_failed")
                 raise ProposalError(str(e)) from e
-            text = clean_proposal(Sig.output_extractor(raw)["new_instruction"])
-            same = " ".join(text.split()) == " ".join(candidate[name].split())
             problem = ("empty" if not text else "unchanged" if same else "too_long" if len(text) > self.max_chars
                        else "template_echo" if "<curr_param>" in text or "<side_info>" in text else None)
             if problem:

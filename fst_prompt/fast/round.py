@@ -32,13 +32,15 @@ from fst_prompt.fast.reflection import Proposer
 from fst_prompt.policy import Policy
 from fst_prompt.task import Task
 
+NOT_FAILURES = ("proposed", "unchanged_asked_again")  # Proposer outcomes that are not unusable proposals
+
 
 @dataclass(frozen=True)
 class RoundRecord:
     cycle: int
     proposals_tried: int  # usable proposals gepa evaluated
     proposals_accepted: int  # new candidates gepa kept
-    proposal_failures: dict[str, int]  # lm_failed / empty / unchanged / too_long / duplicate
+    proposal_failures: dict[str, int]  # lm_failed / empty / unchanged / too_long / template_echo / duplicate
     metric_calls: int  # gepa's count (problems scored, each with S rollouts), all re-scoring included
     policy_rollouts: int  # completions the policy actually generated this round
     reflection_calls: int
@@ -126,7 +128,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
     proposals = _check_accepted(log.entries, result, adapter, task, config.val_check_n)
     population = merged.select_top_k()
     best = population.best()
-    failures = {k: v - outcomes0.get(k, 0) for k, v in proposer.outcomes.items() if k != "proposed"}
+    failures = {k: v - outcomes0.get(k, 0) for k, v in proposer.outcomes.items() if k not in NOT_FAILURES}
     lm_calls, lm_failures, p_tok, c_tok, lm_s = (a - b for a, b in zip(_snapshot(proposer), reflection0, strict=True))
     record = RoundRecord(
         cycle=cycle, proposals_tried=proposer.outcomes["proposed"] - outcomes0.get("proposed", 0),
