@@ -96,6 +96,10 @@ def _fast_step(stage: Stage, population: Population, proposer: Proposer, config:
     say(f"  {record.proposals_accepted}/{record.proposals_tried} proposals accepted "
         f"({sum(record.proposal_failures.values())} unusable); {record.policy_rollouts} rollouts; best anchor "
         f"score {record.best_score:.3f}; {record.seconds:.0f} s")
+    gains = [f"{p['anchor_gain']:+.3f} / " + (f"{p['val_gain']:+.3f}" if "val_gain" in p else "-")
+             for p in record.proposals if p["accepted"] and "anchor_gain" in p]
+    if gains:
+        say(f"  accepted proposals' gain over their parent, anchor / held-out val: {', '.join(gains)}")
     return population
 
 
