@@ -14,30 +14,27 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# A short, directive reflection prompt: a 1.5B reflection model follows it far better than gepa's stock
-# template (FACTS.md: 9/12 sensible proposals vs 1/6). It asks for a method as well as the answer form:
-# instructions help a small policy most where they carry a procedure it can follow (DESIGN.md §6).
-# gepa fills <curr_param> and <side_info>.
-DIRECTIVE_TEMPLATE = """You write the instruction (system prompt) for a small AI assistant that solves one kind of \
-problem.
-
-Current instruction:
+# A short, directive reflection prompt (gepa fills <curr_param> and <side_info>). A 1.5B reflection model
+# follows a short directive prompt far better than gepa's stock template (FACTS.md: 9/12 sensible proposals vs
+# 1/6). This one asks for a method (written-out working, the way the feedback's worked solutions go) and the
+# answer form: a small policy gains most where an instruction carries a procedure (DESIGN.md §6). Tried on
+# chain_sum with the same 6 examples, 2 proposals each, SmolLM2 on train n = 48 (seed instruction 0.188, a
+# hand-written step-by-step one 0.333): this template 0.208 and 0.271; a three-part spec 0.167 and 0.250; the
+# previous "task + rules, under 100 words" template restated the task in its gepa round (val 0.164 = seed).
+DIRECTIVE_TEMPLATE = """A small AI assistant answered the problems below using this instruction:
 ```
 <curr_param>
 ```
 
-Here are some problems, the assistant's replies under the current instruction, and feedback on each reply:
+Its replies and the feedback on them (wrong replies come with the worked solution when there is one):
 ```
 <side_info>
 ```
 
-Write an improved instruction that makes the assistant solve such problems correctly. It must:
-1. State the task in one sentence.
-2. Give a short step-by-step method for solving these problems, which fixes the mistakes the feedback shows. \
-Tell the assistant to write its steps briefly.
-3. Say exactly how the reply must end, in the form the feedback expects (for example a last line \
-"Answer: <the answer>").
-Keep it general: do not mention these particular problems or their answers. Keep it under 120 words.
+The assistant gets problems wrong when it answers at once. Write a new instruction that makes it write out \
+its working the way the worked solutions do, one short line per step, and then end with a line \
+"Answer: <the answer>" in the form the feedback expects. State the task in the first sentence. Do not \
+mention these particular problems or their numbers. Keep it under 100 words.
 
 Reply with only the new instruction, inside ``` blocks."""
 
