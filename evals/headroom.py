@@ -66,6 +66,12 @@ def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
     return jobs
 
 
+def _budget(results: Path) -> int:
+    import yaml
+
+    return yaml.safe_load((results / "config.yaml").read_text())["gepa"]["max_metric_calls"]
+
+
 def _eval(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -87,14 +93,16 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
             results = RESULTS / STUDY / task / f"gepa-s{s}"
             if not (results / "done.json").is_file():
                 continue
-            last = load_cycles(results)[-1]
+            last, done = load_cycles(results)[-1], json.loads((results / "done.json").read_text())
             state = json.loads((results / "state.json").read_text())
             rounds = [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines() if line]
             row["gepa"][s] = {"val_accuracy": last["val_accuracy_best"], "seed_val_accuracy": last["val_accuracy_seed"],
                               "instructions": Population.from_json(state["population"]).best().instructions,
                               "accepted": sum(r["proposals_accepted"] for r in rounds),
                               "tried": sum(r["proposals_tried"] for r in rounds),
-                              "minutes": json.loads((results / "done.json").read_text())["wall_seconds"] / 60}
+                              "metric_calls": sum(r["metric_calls"] for r in rounds),
+                              "budget": _budget(results), "commit": done.get("commit", "?"), "note": done.get("note"),
+                              "minutes": done["wall_seconds"] / 60}
         accs = [g["val_accuracy"] for g in row["gepa"].values()]
         row["gepa_mean"] = statistics.fmean(accs) if accs else None
         row["gepa_beats_seed_by_0.10"] = sum(a >= row["seed"] + 0.10 and a > row["constant"] for a in accs)
@@ -113,7 +121,8 @@ def markdown(a: dict) -> str:
         "",
         f"Regenerate: `python evals/headroom.py` (config `{a['config']}`). Val, greedy, the first n problems; the",
         "constant baseline is the best single answer (`fst_prompt/baselines.py`). GEPA: one gepa-mode `fst run` per",
-        "seed (accepted/tried proposals, wall minutes in brackets); its best instruction's val accuracy.",
+        "seed: its best instruction's val accuracy (accepted/tried proposals, metric calls used/budget, wall minutes, "
+        "the commit it ran).",
         "",
         "| task | n | constant | seed instruction | hand-written | " + " | ".join(f"GEPA s{s}" for s in seeds)
         + " | GEPA mean | GEPA ≥ seed + 0.10 |",
@@ -121,15 +130,16 @@ def markdown(a: dict) -> str:
     ]
     for task, r in a["tasks"].items():
         runs = [r["gepa"].get(s) for s in seeds]
-        cells = [f"{_f(g['val_accuracy'])} ({g['accepted']}/{g['tried']}, {g['minutes']:.0f} min)" if g else "–"
-                 for g in runs]
+        cells = [f"{_f(g['val_accuracy'])} ({g['accepted']}/{g['tried']}, {g['metric_calls']}/{g['budget']} calls, "
+                 f"{g['minutes']:.0f} min, `{g['commit']}`)" if g else "–" for g in runs]
         lines.append(f"| {task} | {r['n']} | {_f(r['constant'])} ({r['constant_answer']!r}) | {_f(r['seed'])} | "
                      f"{_f(r['hand'])} | " + " | ".join(cells) + f" | {_f(r['gepa_mean'])} | "
                      f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)} |")
     lines += ["", "## Instructions", ""]
     for task, r in a["tasks"].items():
         lines += [f"### {task}", "", f"- hand-written: {r['hand_instruction']!r}"]
-        lines += [f"- GEPA s{s}: {g['instructions']!r}" for s, g in r["gepa"].items()]
+        lines += [f"- GEPA s{s}: {g['instructions']!r}" + (f" ({g['note']})" if g["note"] else "")
+                  for s, g in r["gepa"].items()]
         lines.append("")
     return "\n".join(lines)
 

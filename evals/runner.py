@@ -110,8 +110,8 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
                 if (Path(last) / name).is_file():
                     shutil.copy2(Path(last) / name, final / name)
         shutil.rmtree(checkpoints)
-    write_json_atomic(job.results / "done.json", {"argv": job.argv, "wall_seconds": round(seconds, 1),
-                                                  "threads": threads, "device": _device(parallel),
+    write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": _commit(),
+                                                  "wall_seconds": round(seconds, 1), "threads": threads, "device": _device(parallel),
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
@@ -135,6 +135,12 @@ def write_report(study: str, analysis: dict, text: str, plot) -> None:
     for path in plot(analysis, out):
         print(f"wrote {path}")
     print(text)
+
+
+def _commit() -> str:
+    """The code a job ran (`git describe`: the commit, `-dirty` when the tree had uncommitted changes)."""
+    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
 
 
 def _device(parallel: int) -> str:
