@@ -111,7 +111,8 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
                     shutil.copy2(Path(last) / name, final / name)
         shutil.rmtree(checkpoints)
     write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": _commit(),
-                                                  "wall_seconds": round(seconds, 1), "threads": threads, "device": _device(parallel),
+                                                  "wall_seconds": round(seconds, 1), "threads": threads,
+                                                  "device": _device(parallel),
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
