@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runner import RESULTS, ROOT, Job, driver_parser, load_cycles, run_jobs, write_report  # noqa: E402
+from runner import RESULTS, ROOT, Job, driver_parser, eval_job, load_cycles, run_jobs, write_report  # noqa: E402
 
 CONFIG = "evals/configs/compare.yaml"
 MODES = ("rl", "fst", "gepa-then-rl", "gepa")
@@ -56,24 +56,13 @@ def run_jobs_for(tasks: list[str], seeds: list[int], modes: list[str]) -> list[J
 def eval_jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
     """Step 0 (base weights, seed instruction) per task; base weights + each FST run's learned instruction."""
     cfg = base_config()
-    common = ["--split", "val", "--n", str(cfg["loop"]["eval_n"]),
-              "--max-new-tokens", str(cfg["policy"]["max_new_tokens"]), "--model", cfg["policy"]["model"]]
     jobs = []
     for task in tasks:
-        job = Job(STUDY, f"{task}/base", [])
-        job.argv = ["eval", "--task", task, *common, "--out", str(job.results / "eval.json")]
-        jobs.append(job)
+        jobs.append(eval_job(STUDY, f"{task}/base", task, cfg))
         for seed in seeds:
             fst = RESULTS / STUDY / task / f"fst-s{seed}"
-            if not (fst / "done.json").is_file():
-                continue
-            job = Job(STUDY, f"{task}/base-learned-s{seed}", [])
-            prompt = job.results / "prompt.json"
-            prompt.parent.mkdir(parents=True, exist_ok=True)
-            prompt.write_text(json.dumps({"instructions": best_instructions(fst)}))
-            job.argv = ["eval", "--task", task, *common, "--prompt", str(prompt),
-                        "--out", str(job.results / "eval.json")]
-            jobs.append(job)
+            if (fst / "done.json").is_file():
+                jobs.append(eval_job(STUDY, f"{task}/base-learned-s{seed}", task, cfg, best_instructions(fst)))
     return jobs
 
 

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, ROOT, Job, driver_parser, run_jobs, write_report
+from runner import RESULTS, ROOT, Job, driver_parser, eval_job, run_jobs, write_report
 
 STUDY = "headroom"
 CONFIG = "evals/configs/headroom.yaml"
@@ -46,21 +46,11 @@ def settings() -> dict:
 
 def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
     cfg = settings()
-    common = ["--split", "val", "--n", str(cfg["loop"]["eval_n"]), "--max-new-tokens",
-              str(cfg["policy"]["max_new_tokens"]), "--model", cfg["policy"]["model"]]
     jobs = []
     for task in tasks:
-        seed_job = Job(STUDY, f"{task}/seed", [])
-        seed_job.argv = ["eval", "--task", task, *common, "--out", str(seed_job.results / "eval.json")]
-        jobs.append(seed_job)
+        jobs.append(eval_job(STUDY, f"{task}/seed", task, cfg))
         if task in HAND_WRITTEN:
-            hand = Job(STUDY, f"{task}/hand", [])
-            prompt = hand.results / "prompt.json"
-            prompt.parent.mkdir(parents=True, exist_ok=True)
-            prompt.write_text(json.dumps({"instructions": {"self": HAND_WRITTEN[task]}}) + "\n")
-            hand.argv = ["eval", "--task", task, *common, "--prompt", str(prompt), "--out",
-                         str(hand.results / "eval.json")]
-            jobs.append(hand)
+            jobs.append(eval_job(STUDY, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
         jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}"])
                  for seed in seeds]
     return jobs

@@ -14,6 +14,7 @@ thread is as fast as with two, so two jobs run side by side, each on one thread 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +51,20 @@ class Job:
     @property
     def done(self) -> bool:
         return (self.results / "done.json").is_file()
+
+
+def eval_job(study: str, name: str, task: str, config: dict, instructions: dict[str, str] | None = None) -> Job:
+    """An `fst eval` job on val with a run config's policy, length and n; `instructions` replace the seed's."""
+    job = Job(study, name, ["eval", "--task", task, "--split", "val", "--n", str(config["loop"]["eval_n"]),
+                            "--max-new-tokens", str(config["policy"]["max_new_tokens"]),
+                            "--model", config["policy"]["model"]])
+    if instructions:
+        prompt = job.results / "prompt.json"
+        prompt.parent.mkdir(parents=True, exist_ok=True)
+        prompt.write_text(json.dumps({"instructions": instructions}) + "\n")
+        job.argv += ["--prompt", str(prompt)]
+    job.argv += ["--out", str(job.results / "eval.json")]
+    return job
 
 
 def final_weights(study: str, name: str) -> Path:
