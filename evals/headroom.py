@@ -114,17 +114,18 @@ def markdown(a: dict) -> str:
         "seed: its best instruction's val accuracy (accepted/tried proposals, metric calls used/budget, wall minutes, "
         "the commit it ran).",
         "",
-        "| task | n | constant | seed instruction | hand-written | " + " | ".join(f"GEPA s{s}" for s in seeds)
-        + " | GEPA mean | GEPA ≥ seed + 0.10 |",
+        "| " + " | ".join(["task", "n", "constant", "seed instruction", "hand-written",
+                           *(f"GEPA s{s}" for s in seeds), "GEPA mean", "GEPA ≥ seed + 0.10"]) + " |",
         "|---|---|---|---|---|" + "---|" * len(seeds) + "---|---|",
     ]
     for task, r in a["tasks"].items():
         runs = [r["gepa"].get(s) for s in seeds]
         cells = [f"{_f(g['val_accuracy'])} ({g['accepted']}/{g['tried']}, {g['metric_calls']}/{g['budget']} calls, "
                  f"{g['minutes']:.0f} min, `{g['commit']}`)" if g else "–" for g in runs]
-        lines.append(f"| {task} | {r['n']} | {_f(r['constant'])} ({r['constant_answer']!r}) | {_f(r['seed'])} | "
-                     f"{_f(r['hand'])} | " + " | ".join(cells) + f" | {_f(r['gepa_mean'])} | "
-                     f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)} |")
+        lines.append("| " + " | ".join([task, str(r["n"]), f"{_f(r['constant'])} ({r['constant_answer']!r})",
+                                         _f(r["seed"]), _f(r["hand"]), *cells, _f(r["gepa_mean"]),
+                                         f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)}"])
+                     + " |")
     lines += ["", "## Instructions", ""]
     for task, r in a["tasks"].items():
         lines += [f"### {task}", "", f"- hand-written: {r['hand_instruction']!r}"]
