@@ -21,20 +21,22 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # chain_sum with the same 6 examples, 2 proposals each, SmolLM2 on train n = 48 (seed instruction 0.188, a
 # hand-written step-by-step one 0.333): this template 0.208 and 0.271; a three-part spec 0.167 and 0.250; the
 # previous "task + rules, under 100 words" template restated the task in its gepa round (val 0.164 = seed).
-DIRECTIVE_TEMPLATE = """A small AI assistant answered the problems below using this instruction:
+DIRECTIVE_TEMPLATE = """You write instructions for a small AI assistant. It gets problems wrong when it answers at \
+once. Write a new instruction that makes it write out its working the way the worked solutions in the \
+feedback do, one short line per step with the intermediate result on it, and then end with a final line \
+"Answer: <answer>" in the form the feedback expects. Keep the task statement of the current instruction as \
+its first sentence. Do not mention the particular problems below or their numbers. Keep it under 100 words.
+
+The current instruction:
 ```
 <curr_param>
 ```
 
-Its replies and the feedback on them (wrong replies come with the worked solution when there is one):
+The assistant's replies under it and the feedback on them (wrong replies come with the worked solution when \
+there is one):
 ```
 <side_info>
 ```
-
-The assistant gets problems wrong when it answers at once. Write a new instruction that makes it write out \
-its working the way the worked solutions do, one short line per step, and then end with a line \
-"Answer: <the answer>" in the form the feedback expects. State the task in the first sentence. Do not \
-mention these particular problems or their numbers. Keep it under 100 words.
 
 Reply with only the new instruction, inside ``` blocks."""
 
@@ -58,6 +60,8 @@ class ReflectionConfig(Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads of the local server (default: all cores)")
     template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>")
     max_instruction_chars: int = Field(1200, ge=20, description="longer proposals are rejected as runaway text")
+    keep_task_statement: bool = Field(True, description="a proposal that drops the task's own instruction (the "
+                                      "signature's) gets it back as its first line")
 
     @field_validator("template")
     @classmethod

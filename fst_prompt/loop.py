@@ -180,7 +180,8 @@ def _proposer(config: RunConfig, mode: Mode, run_dir: Path) -> Iterator[Proposer
         yield None
         return
     with open_reflection_lm(config.reflection, run_dir) as lm:
-        yield Proposer(lm, config.reflection.template, max_chars=config.reflection.max_instruction_chars)
+        yield Proposer(lm, config.reflection.template, max_chars=config.reflection.max_instruction_chars,
+                       keep_task_statement=config.reflection.keep_task_statement)
 
 
 def _fresh_state(run_dir: Path, config: RunConfig, seed: dict[str, str]) -> RunState:

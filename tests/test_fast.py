@@ -29,10 +29,10 @@ class ParityPolicy(ScriptedPolicy):
         return out
 
 
-def run_round(qa_task, replies, budget=30, population=None, work_dir=None, policy=None):
+def run_round(qa_task, replies, budget=30, population=None, work_dir=None, policy=None, keep_task_statement=False):
     policy = policy or ScriptedPolicy()
     client = ScriptedClient(replies)
-    proposer = Proposer(ReflectionLM(FAST, client=client), FAST.template)
+    proposer = Proposer(ReflectionLM(FAST, client=client), FAST.template, keep_task_statement=keep_task_statement)
     population = population or Population.seed(qa_task.seed_instructions(), k=4)
     config = GEPAConfig(max_metric_calls=budget, anchor_size=6, reflection_minibatch_size=3, val_check_n=4)
     new, record = gepa_round(population, qa_task, policy, qa_task.train[:4] + qa_task.test[:2], proposer, config,
@@ -129,6 +129,18 @@ def test_an_unchanged_proposal_asked_again_can_succeed(qa_task):
     seed = qa_task.seed_instructions()["self"]
     population, record, *_ = run_round(qa_task, [f"```\n{seed}\n```", f"```\n{GOOD}\n```"], budget=30)
     assert "unchanged" not in record.proposal_failures and population.best().mean_score == 1.0
+
+
+def test_a_proposal_that_drops_the_task_statement_gets_it_back(qa_task):
+    seed = qa_task.seed_instructions()["self"]
+    reply = f"```\n{GOOD}: reply with the sum only.\n```"
+    population, record, _, client, proposer = run_round(qa_task, [reply], keep_task_statement=True)
+    assert population.best().instructions == {"self": f"{seed}\n{GOOD}: reply with the sum only."}
+    assert proposer.outcomes["task_statement_restored"] >= 1 and not record.proposal_failures
+    # a proposal that already carries it is left alone
+    kept = f"{GOOD}. {seed} Reply with the sum only."
+    population, *_ = run_round(qa_task, [f"```\n{kept}\n```"], keep_task_statement=True)
+    assert population.best().instructions == {"self": kept}
 
 
 def test_adapter_caches_within_a_round(qa_task):

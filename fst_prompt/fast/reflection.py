@@ -128,10 +128,14 @@ class Proposer:
     lm: ReflectionLM
     template: str
     max_chars: int = 1200
+    keep_task_statement: bool = True
     # proposed / lm_failed / empty / unchanged / too_long / template_echo / duplicate
     outcomes: Counter = field(default_factory=Counter)
     last: dict[str, Any] = field(default_factory=dict)  # the last usable proposal: parent id, instructions
     rejected: set[tuple] = field(default_factory=set)  # proposals gepa evaluated and rejected (normalised)
+    # per component, the task's own instruction, put back as the first line of a proposal that dropped it (set
+    # per round: a small reflection LM often rewrites the task away, and the proposal then solves another one)
+    task_statement: dict[str, str] = field(default_factory=dict)
     _last_failure: tuple | None = None
 
     def reject(self, instructions: dict[str, str]) -> None:
@@ -150,11 +154,11 @@ class Proposer:
                                           "dataset_with_feedback": reflective_dataset[name],
                                           "prompt_template": self.template})
             try:
-                text = clean_proposal(Sig.output_extractor(self.lm(prompt))["new_instruction"])
+                text = self._text(name, prompt)
                 same = " ".join(text.split()) == " ".join(candidate[name].split())
                 if same:  # small reflection LMs often hand the instruction back: ask once more, plainly
                     self.outcomes["unchanged_asked_again"] += 1
-                    text = clean_proposal(Sig.output_extractor(self.lm(prompt + _NUDGE))["new_instruction"])
+                    text = self._text(name, prompt + _NUDGE)
                     same = " ".join(text.split()) == " ".join(candidate[name].split())
             except ReflectionError as e:
                 self._fail(key, "lm_failed")
@@ -171,6 +175,16 @@ class Proposer:
         self.outcomes["proposed"] += 1
         self.last = {"parent": candidate_id(candidate), "instructions": candidate | new_texts}
         return new_texts
+
+    def _text(self, name: str, prompt: str) -> str:
+        from gepa.strategies.instruction_proposal import InstructionProposalSignature as Sig
+
+        text = clean_proposal(Sig.output_extractor(self.lm(prompt))["new_instruction"])
+        statement = self.task_statement.get(name, "").strip()
+        if text and statement and " ".join(statement.split()) not in " ".join(text.split()):
+            self.outcomes["task_statement_restored"] += 1
+            text = f"{statement}\n{text}"
+        return text
 
     def _fail(self, key: tuple, outcome: str) -> None:
         self.outcomes[outcome] += 1

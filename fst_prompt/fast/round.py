@@ -32,7 +32,8 @@ from fst_prompt.fast.reflection import Proposer
 from fst_prompt.policy import Policy
 from fst_prompt.task import Task
 
-NOT_FAILURES = ("proposed", "unchanged_asked_again")  # Proposer outcomes that are not unusable proposals
+# Proposer outcomes that are not unusable proposals
+NOT_FAILURES = ("proposed", "unchanged_asked_again", "task_statement_restored")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
     import gepa
 
     t0, reflection0, outcomes0 = time.perf_counter(), _snapshot(proposer), dict(proposer.outcomes)
+    proposer.task_statement = task.seed_instructions() if proposer.keep_task_statement else {}
     adapter = TaskAdapter(task, policy, scoring=scoring or Scoring())
     ids = [example_id(ex) for ex in anchor]
     scored = {c.id: adapter.score(anchor, c.instructions) for c in population.candidates}  # older scores are stale
