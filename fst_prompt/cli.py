@@ -16,6 +16,7 @@ model loads; errors print one line naming the fix and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -43,22 +44,65 @@ def filter_warnings() -> None:
             warnings.filterwarnings("ignore", category=category, module=rf"{module}(\.|$)")
 
 
+# A user's mistake (bad config, task file, prompt file, run directory): one message naming the fix, status 2.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
     filter_warnings()
     parser = _parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except USER_ERRORS as e:
+        if args.debug:
+            raise
         print(f"fst {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fst {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug or a failing library: keep the traceback, say where it is
+        if args.debug:
+            raise
+        log = _write_traceback(getattr(args, "log_dir", None))
+        print(f"fst {args.command}: unexpected error: {type(e).__name__}: {_first_line(e)}\n"
+              f"  the traceback is in {log}; run again with --debug to print it", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(log_dir: Path | None) -> Path:
+    """The current exception's traceback, in the run directory when there is one (else a temp file)."""
+    import tempfile
+    import time
+    import traceback
+
+    text = f"{time.strftime('%Y-%m-%d %H:%M:%S')} fst {' '.join(sys.argv[1:])}\n{traceback.format_exc()}\n"
+    if log_dir is not None:
+        with contextlib.suppress(OSError):
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with open(log_dir / "error.log", "a") as f:
+                f.write(text)
+            return log_dir / "error.log"
+    fd, name = tempfile.mkstemp(prefix="fst-error-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Path(name)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else "(no message)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fst", description="Fast-Slow Training for LLMs.")
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of any error")
+    common = argparse.ArgumentParser(add_help=False)  # so that `fst run x.yaml --debug` works too
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ev = sub.add_parser("eval", help="evaluate a task's program on a model")
+    ev = sub.add_parser("eval", parents=[common], help="evaluate a task's program on a model")
     ev.add_argument("--task", required=True, help="task name in programs/ or path to a task .py file")
     ev.add_argument("--model", default="smollm2-135m-instruct", help="model name or HF folder")
     ev.add_argument("--split", default="val", choices=["train", "val", "test"])
@@ -71,32 +115,35 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.set_defaults(func=cmd_eval)
 
-    _config_command(sub, "run", None, "the FST loop, or a baseline (loop.mode: fst, rl, gepa, gepa-then-rl)",
+    _config_command(sub, common, "run", None, "the FST loop, or a baseline (loop.mode: fst, rl, gepa, gepa-then-rl)",
                     "programs/chain_sum-fst.yaml", "loop.mode=rl")
-    _config_command(sub, "optimize", "gepa", "GEPA only, frozen weights: `fst run` with loop.mode=gepa",
+    _config_command(sub, common, "optimize", "gepa", "GEPA only, frozen weights: `fst run` with loop.mode=gepa",
                     "programs/chain_sum.yaml", "gepa.max_metric_calls=300")
-    _config_command(sub, "train", "rl", "RL only, seed instruction: `fst run` with loop.mode=rl",
+    _config_command(sub, common, "train", "rl", "RL only, seed instruction: `fst run` with loop.mode=rl",
                     "programs/chain_sum-train.yaml", "loop.cycles=5")
 
-    pl = sub.add_parser("plot", help="accuracy / KL / fast-weight / RL-step figures for one or several run dirs")
+    pl = sub.add_parser("plot", parents=[common],
+                        help="accuracy / KL / fast-weight / RL-step figures for one or several run dirs")
     pl.add_argument("run_dirs", type=Path, nargs="+")
     pl.add_argument("--out", type=Path, default=Path("plots"),
                     help="folder for the PNGs (default: ./plots; the run directories are only read)")
     pl.set_defaults(func=cmd_plot)
 
-    ex = sub.add_parser("export", help="prompts.json, DSPy program.json, model folder and card from a run dir")
+    ex = sub.add_parser("export", parents=[common],
+                        help="prompts.json, DSPy program.json, model folder and card from a run dir")
     ex.add_argument("run_dir", type=Path)
     ex.add_argument("--out", type=Path, required=True)
     ex.set_defaults(func=cmd_export)
 
-    sub.add_parser("tasks", help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
-    sub.add_parser("models", help="list the built-in model names").set_defaults(func=cmd_models)
+    sub.add_parser("tasks", parents=[common], help="list the tasks found in programs/").set_defaults(func=cmd_tasks)
+    sub.add_parser("models", parents=[common], help="list the built-in model names").set_defaults(func=cmd_models)
     return parser
 
 
-def _config_command(sub: Any, name: str, mode: str | None, help: str, example: str, override: str) -> None:
+def _config_command(sub: Any, common: argparse.ArgumentParser, name: str, mode: str | None, help: str, example: str,
+                    override: str) -> None:
     """`fst <name> <config> [--set key=value ...] [--resume]`: `fst run`, with loop.mode fixed for an alias."""
-    cmd = sub.add_parser(name, help=help)
+    cmd = sub.add_parser(name, parents=[common], help=help)
     cmd.add_argument("config", type=Path, help=f"YAML config, e.g. {example}")
     cmd.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help=f"override a config field, e.g. --set {override} (repeatable)")
@@ -135,6 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     overrides = args.overrides + ([f"loop.mode={args.mode}"] if args.mode else [])
     config = load_config(args.config, overrides)  # validated before the (slow) import of the loop
+    args.log_dir = Path(config.run_dir)
     from fst_prompt.loop import run_loop
 
     run_loop(config, resume=args.resume)

@@ -94,8 +94,12 @@ class GEPAConfig(Strict):
     max_metric_calls: int = Field(200, ge=1, description="problems GEPA may score per round (each with "
                                   "samples_per_problem rollouts), scoring the best carried candidate on the anchor "
                                   "included; re-scoring the other K-1 comes on top")
-    reflection_minibatch_size: int = Field(6, ge=1, description="problems shown to the reflection LM; a proposal "
-                                           "is accepted when its summed score on them beats its parent's")
+    reflection_minibatch_size: int = Field(6, ge=1, description="problems a proposal is made from and judged "
+                                           "on: it is accepted when its summed score on them beats its parent's")
+    reflection_records: int | None = Field(
+        None, ge=1, description="most of the minibatch's problems shown to the reflection LM (the wrong ones "
+        "first, then one right one), so a larger minibatch judges proposals more surely without a longer (slower) "
+        "reflection prompt; default: all of them")
     samples_per_problem: int = Field(4, ge=1, description="S: rollouts per problem when scoring a candidate, at "
                                      "the scoring temperature; the problem's score is their mean")
     temperature: float | None = Field(
@@ -247,11 +251,32 @@ def load_config(path: str | Path, overrides: list[str] | None = None, model: typ
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. gepa.max_metric_calls=300")
         node = data
         *parents, leaf = key.split(".")
-        for part in parents:
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}=...: {'.'.join(parents[: i + 1])} is a value, not a section; "
+                                  f"set it directly, e.g. --set {'.'.join(parents[: i + 1])}=...")
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}=...: the value is not valid YAML ({e.problem})") from None
     try:
         return (model or RunConfig).model_validate(data)
     except ValidationError as e:
-        lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()]
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {_message(err, model or RunConfig)}" for err in e.errors()]
         raise ConfigError(f"{path} is not a valid config:\n" + "\n".join(lines)) from None
+
+
+def _message(error: Any, model: type[BaseModel]) -> str:
+    """pydantic's message; for an unknown field, the closest known names (a typo is the usual cause)."""
+    if error["type"] != "extra_forbidden":
+        return error["msg"]
+    import difflib
+
+    section: Any = model
+    for part in error["loc"][:-1]:
+        field = getattr(section, "model_fields", {}).get(part)
+        section = field.annotation if field else None
+    known = list(getattr(section, "model_fields", {}))
+    close = difflib.get_close_matches(str(error["loc"][-1]), known, n=3)
+    return "unknown field" + (f"; did you mean {' or '.join(close)}?" if close else f"; known: {', '.join(known)}")

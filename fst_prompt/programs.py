@@ -29,14 +29,36 @@ def load_task(spec: str | Path, **kwargs: Any) -> Task:
     path = _find(str(spec))
     module_spec = importlib.util.spec_from_file_location(f"fst_task_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - a task file that does not import is the user's to fix
+        raise TaskError(f"task file {path} does not import: {_where(e, path)}{type(e).__name__}: {e}") from e
     make = getattr(module, "make_task", None)
     if not callable(make):
         raise TaskError(f"{path} must define `make_task(**kwargs) -> fst_prompt.Task`")
-    task = make(**kwargs)
+    try:
+        task = make(**kwargs)
+    except TaskError:
+        raise
+    except Exception as e:  # noqa: BLE001 - as above, for the task's own constructor
+        raise TaskError(f"{path}: make_task({_kwargs(kwargs)}) raised {_where(e, path)}{type(e).__name__}: {e}") from e
     if not isinstance(task, Task):
         raise TaskError(f"{path}: make_task() returned {type(task).__name__}, not fst_prompt.Task")
     return task
+
+
+def _where(error: BaseException, path: Path) -> str:
+    """'line N: ' for the deepest frame of `error` inside the task file (or a SyntaxError's own line)."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"line {error.lineno}: "
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+    return f"line {lines[-1]}: " if lines else ""
+
+
+def _kwargs(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
 
 
 def _find(spec: str) -> Path:

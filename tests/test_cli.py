@@ -67,3 +67,54 @@ def test_real_smollm2_eval(tmp_path):
     assert data["n"] == 4 and data["model"] == "smollm2-135m-instruct"
     assert all(r["completions"] and r["completions"][0].strip() for r in data["rollouts"])  # real text
     assert data["generate_calls"] == 1
+
+
+BROKEN_TASKS = {
+    "syntax": ("import dspy\ndef make_task(:\n", "does not import: line 2: SyntaxError"),
+    "import": ("import no_such_module_xyz\n", "does not import: line 1: ModuleNotFoundError"),
+    "raises": ("def make_task(**kw):\n    raise KeyError('n_terms')\n", "make_task() raised line 2: KeyError"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_TASKS))
+def test_a_broken_task_file_is_one_line_and_status_2(tmp_path, capsys, kind):
+    source, message = BROKEN_TASKS[kind]
+    path = tmp_path / "mytask.py"
+    path.write_text(source)
+    assert main(["eval", "--task", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task.x=1", "task is a value, not a section"),
+    ("gepa.max_metric_cals=3", "gepa.max_metric_cals: unknown field; did you mean max_metric_calls?"),
+    ("gepa.max_metric_calls=[1", "the value is not valid YAML"),
+    ("loop.mode=fast", "loop.mode: Input should be"),
+])
+def test_a_bad_override_is_named_and_status_2(tmp_path, capsys, override, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("task: chain_sum\n")
+    assert main(["run", str(config), "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_unexpected_error_leaves_its_traceback_in_the_run_dir(tmp_path, capsys, monkeypatch):
+    import fst_prompt.loop
+
+    def boom(config, resume=False):
+        raise RuntimeError("something inside broke\nsecond line")
+
+    monkeypatch.setattr(fst_prompt.loop, "run_loop", boom)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"task: chain_sum\nrun_dir: {tmp_path / 'run'}\n")
+    assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error: RuntimeError: something inside broke" in err and "second line" not in err
+    log = (tmp_path / "run" / "error.log").read_text()
+    assert "Traceback" in log and "something inside broke" in log and str(tmp_path / "run" / "error.log") in err
+    with pytest.raises(RuntimeError, match="something inside broke"):  # --debug, before or after the command
+        main(["run", str(config), "--debug"])
+    with pytest.raises(RuntimeError):
+        main(["--debug", "run", str(config)])

@@ -180,3 +180,16 @@ def test_population_json_round_trip_and_top_k():
     assert [c.id for c in pop.select_top_k().candidates] == ["a", "b"]
     with pytest.raises(ValueError, match="schema_version"):
         Population.from_json({**pop.to_json(), "schema_version": 99})
+
+
+def test_reflection_sees_the_wrong_problems_first_and_one_right_one():
+    from fst_prompt.fast.adapter import Scored, shown_to_reflection
+
+    scores = [1.0, 0.0, 0.5, 1.0, 0.0, 0.25, 0.0]
+    trajectories = [{"example": i, "scored": Scored(s, [])} for i, s in enumerate(scores)]
+    shown = [t["example"] for t in shown_to_reflection(trajectories, 4)]
+    assert shown == [0, 1, 4, 6]  # the three worst (0.0s), then the first right one; in minibatch order
+    assert [t["example"] for t in shown_to_reflection(trajectories, 5)] == [0, 1, 4, 5, 6]
+    assert shown_to_reflection(trajectories, None) == trajectories == shown_to_reflection(trajectories, 7)
+    all_wrong = [{"example": i, "scored": Scored(0.0, [])} for i in range(5)]
+    assert [t["example"] for t in shown_to_reflection(all_wrong, 2)] == [0, 1]
