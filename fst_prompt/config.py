@@ -8,6 +8,7 @@ Invalid files fail before any model loads, naming the field and what is allowed:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -60,6 +61,8 @@ class ReflectionConfig(Strict):
     threads: int | None = Field(None, ge=1, description="CPU threads of the local server (default: all cores)")
     template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>")
     max_instruction_chars: int = Field(1200, ge=20, description="longer proposals are rejected as runaway text")
+    seed: int | None = Field(None, description="seeds every request (with the prompt's hash), where the server "
+                             "honours `seed` (llama.cpp does); default: the run's `seed`")
     keep_task_statement: bool = Field(True, description="a proposal that drops the task's own instruction (the "
                                       "signature's) gets it back as its first line")
 
@@ -74,9 +77,39 @@ class ReflectionConfig(Strict):
     @field_validator("api_key_env")
     @classmethod
     def _not_a_key(cls, v: str | None) -> str | None:
-        if v and not v.replace("_", "").isalnum():
-            raise ValueError("give the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself")
+        if v and not looks_like_env_name(v):  # the message never repeats the value: it may be the key itself
+            raise ValueError("give the NAME of an environment variable (e.g. OPENAI_API_KEY), never the key itself "
+                             "(the value given is not shown)")
         return v
+
+
+# Prefixes of API keys and tokens (OpenAI, Stripe-style, GitHub, Slack, AWS, Google, Hugging Face, Anthropic).
+_KEY_PREFIXES = ("sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghs_", "ghu_", "github_pat_", "xoxb-", "xoxp-",
+                 "AKIA", "ASIA", "AIza", "hf_", "sk-ant-")
+
+
+def looks_like_env_name(value: str) -> bool:
+    """An environment-variable name (letters, digits, _; not a digit first) that does not look like a key: no
+    known key prefix, and not a long mix of upper case, lower case and digits."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", value) or value.startswith(_KEY_PREFIXES):
+        return False
+    mixed = any(c.islower() for c in value) and any(c.isupper() for c in value) and any(c.isdigit() for c in value)
+    return not (mixed and len(value) >= 16)
+
+
+def redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dump safe to write: a reflection endpoint's user:password@ and query string (where some
+    services take a key) are replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    reflection = dict(data.get("reflection") or {})
+    url = reflection.get("base_url")
+    if url:
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        reflection["base_url"] = urlunsplit((parts.scheme, ("***@" if "@" in parts.netloc else "") + host,
+                                             parts.path, "***" if parts.query else "", ""))
+    return data | ({"reflection": reflection} if reflection else {})
 
 
 class PolicyConfig(Strict):
@@ -209,7 +242,7 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _derive_seeds(self) -> RunConfig:
-        for section in (self.policy, self.gepa, self.rl):
+        for section in (self.policy, self.gepa, self.rl, self.reflection):
             if section.seed is None:
                 section.seed = self.seed
         return self

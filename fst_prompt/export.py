@@ -14,7 +14,6 @@ directory (which may still be running) is left byte-for-byte as it was.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from fst_prompt.config import RunConfig, load_config
 from fst_prompt.fast.population import Population
 from fst_prompt.programs import load_task
 from fst_prompt.stages import checkpoint_dir
-from fst_prompt.state import RunState, last_complete_checkpoint, write_json_atomic, write_text_atomic
+from fst_prompt.state import RunState, last_complete_checkpoint, read_jsonl, write_json_atomic, write_text_atomic
 
 # Trainer state in a TRL checkpoint that a model folder does not need.
 _TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
@@ -81,8 +80,8 @@ def _copy_last_checkpoint(last: str | None, dest: Path) -> Path | None:
 
 def _last_metrics(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return json.loads(lines[-1]) if lines else {}
+    records = read_jsonl(path) if path.is_file() else []
+    return records[-1] if records else {}
 
 
 def _model_card(config: Any, state: RunState, instructions: dict[str, str], last: dict[str, Any],

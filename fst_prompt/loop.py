@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from fst_prompt.baselines import majority_baseline
-from fst_prompt.config import RunConfig
+from fst_prompt.config import RunConfig, redacted
 from fst_prompt.console import StepLog, quiet_third_party, say, to_tracker
 from fst_prompt.evaluate import evaluate
 from fst_prompt.fast.adapter import Scoring
@@ -39,7 +39,16 @@ from fst_prompt.plots import load_cycles, plot_runs
 from fst_prompt.policy import Sampling
 from fst_prompt.slow.kl import kl_to_base, probe_conversations
 from fst_prompt.stages import Schedule, Stage, forgetting_matrix, load_tasks, seed_instructions, upcoming_problems
-from fst_prompt.state import RunState, append_jsonl, last_complete_checkpoint, write_json_atomic, write_text_atomic
+from fst_prompt.state import (
+    RunState,
+    append_jsonl,
+    changed_fields,
+    config_fields,
+    last_complete_checkpoint,
+    run_lock,
+    write_json_atomic,
+    write_text_atomic,
+)
 from fst_prompt.task import Task
 
 
@@ -50,31 +59,35 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
         check_reflection_ready(config.reflection)
     quiet_third_party()
     run_dir = Path(config.run_dir)
-    state = RunState.load(run_dir) if resume else _fresh_state(run_dir, config, seed_instructions(config, tasks[0]))
-    steps = StepLog(run_dir / "steps.jsonl", progress=progress)
-    schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps])
-    with _proposer(config, mode, run_dir) as proposer:
-        while state.cycle < config.total_cycles:
-            stage = schedule.stage_for(state.cycle)
-            steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
-            population = Population.from_json(state.population)
-            if state.phase == "fast":
-                if mode.fast_step_in(state.cycle):
-                    population = _fast_step(stage, population, proposer, config, mode, state, progress)
-                _commit(state, run_dir, population, phase="slow" if mode.trains else "eval")
-            if state.phase == "slow":
-                _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
-                           state)
-                _commit(state, run_dir, population, phase="eval")
-            record = _evaluate(stage, tasks, population, config, state)
-            append_jsonl(run_dir / "metrics.jsonl", record)
-            to_tracker(stage.trainer, record)
-            say(_cycle_line(record, config.total_cycles))
-            if state.cycle == config.total_cycles - 1 and config.loop.test_n:
-                _test(stage, tasks, population, config, run_dir)
-            state.cycle += 1
-            _commit(state, run_dir, population, phase="fast")
-    _finish(run_dir, config)
+    with run_lock(run_dir):  # one process per run directory
+        seed = seed_instructions(config, tasks[0])
+        state = _resumed_state(run_dir, config) if resume else _fresh_state(run_dir, config, seed)
+        with _proposer(config, mode, run_dir) as proposer:  # the reflection endpoint answers before anything starts
+            if not resume:
+                _start(run_dir, config, state)
+            steps = StepLog(run_dir / "steps.jsonl", progress=progress)
+            schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps])
+            while state.cycle < config.total_cycles:
+                stage = schedule.stage_for(state.cycle)
+                steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
+                population = Population.from_json(state.population)
+                if state.phase == "fast":
+                    if mode.fast_step_in(state.cycle):
+                        population = _fast_step(stage, population, proposer, config, mode, state, progress)
+                    _commit(state, run_dir, population, phase="slow" if mode.trains else "eval")
+                if state.phase == "slow":
+                    _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
+                               state)
+                    _commit(state, run_dir, population, phase="eval")
+                record = _evaluate(stage, tasks, population, config, state)
+                append_jsonl(run_dir / "metrics.jsonl", record)
+                to_tracker(stage.trainer, record)
+                say(_cycle_line(record, config.total_cycles))
+                if state.cycle == config.total_cycles - 1 and config.loop.test_n:
+                    _test(stage, tasks, population, config, run_dir)
+                state.cycle += 1
+                _commit(state, run_dir, population, phase="fast")
+        _finish(run_dir, config)
     return state
 
 
@@ -96,6 +109,9 @@ def _fast_step(stage: Stage, population: Population, proposer: Proposer, config:
     say(f"  {record.proposals_accepted}/{record.proposals_tried} proposals accepted "
         f"({sum(record.proposal_failures.values())} unusable); {record.policy_rollouts} rollouts; best anchor "
         f"score {record.best_score:.3f}; {record.seconds:.0f} s")
+    if record.all_reflection_failed:
+        say(f"  every reflection call of this round failed ({record.reflection_calls}): the fast step changed "
+            "nothing; see gepa.log and check reflection.base_url")
     gains = [f"{p['anchor_gain']:+.3f} / " + (f"{p['val_gain']:+.3f}" if "val_gain" in p else "-")
              for p in record.proposals if p["accepted"] and "anchor_gain" in p]
     if gains:
@@ -124,7 +140,11 @@ def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, 
         f"{stage.task.name} with {len(contexts)} context(s)")
     trainer.set_population(contexts)
     trainer.args.max_steps = target
+    reward, errors0 = trainer.reward_funcs[0], getattr(trainer.reward_funcs[0], "errors", 0)
     trainer.train(resume_from_checkpoint=last_complete_checkpoint(Path(trainer.args.output_dir)))
+    if getattr(reward, "errors", 0) > errors0:
+        state.ledger.rl_metric_errors += reward.errors - errors0
+        say(f"  the metric raised on {reward.errors - errors0} RL completions (scored 0); last: {reward.last_error}")
     args = trainer.args
     state.ledger.rl_steps = stage.first_cycle * T + trainer.state.global_step
     state.ledger.rl_rollouts = state.ledger.rl_steps * args.per_device_train_batch_size * args.world_size
@@ -184,15 +204,47 @@ def _proposer(config: RunConfig, mode: Mode, run_dir: Path) -> Iterator[Proposer
                        keep_task_statement=config.reflection.keep_task_statement)
 
 
+# What may already be in a new run's directory: the lock, the evals runner's log, and what an earlier start
+# that stopped before the run began left (its error log, the reflection server's log and journal).
+_FRESH_OK = {".lock", "log.txt", "error.log", "reflection_server.log", "reflection_journal.jsonl"}
+
+
 def _fresh_state(run_dir: Path, config: RunConfig, seed: dict[str, str]) -> RunState:
+    """A new run's state, once `run_dir` is known to hold no other run or files (nothing is written yet)."""
     if (run_dir / "state.json").exists():
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another "
                               "run_dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(config.model_dump(), sort_keys=False))
-    state = RunState(population=Population.seed(seed, config.gepa.population_size).to_json())
+    found = sorted(p.name for p in run_dir.iterdir() if p.name not in _FRESH_OK) if run_dir.is_dir() else []
+    if found:
+        raise FileExistsError(f"{run_dir} is not empty ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}) "
+                              "and holds no run to resume: choose another run_dir, or empty it")
+    return RunState(population=Population.seed(seed, config.gepa.population_size).to_json(),
+                    config=config_fields(redacted(config.model_dump())))
+
+
+def _start(run_dir: Path, config: RunConfig, state: RunState) -> None:
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(redacted(config.model_dump()), sort_keys=False))
     state.save(run_dir)
+
+
+def _resumed_state(run_dir: Path, config: RunConfig) -> RunState:
+    """The run's state, if `config` differs from the run's own only in fields that are safe to change."""
+    state = RunState.load(run_dir)
+    now = config_fields(redacted(config.model_dump()))
+    if state.config is not None:
+        changed = changed_fields(state.config, now)
+        if changed:
+            shown = "; ".join(f"{k}: {_short(state.config.get(k))} -> {_short(now.get(k))}" for k in changed[:5])
+            raise ValueError(f"cannot resume {run_dir} with a changed config ({shown}): these decide which problems, "
+                             "candidates or steps the run uses. Resume with the run's own config.yaml, or start a new "
+                             "run_dir. Safe to change: loop.cycles, loop.eval_n, loop.test_n, the reflection endpoint")
+    state.config = now
     return state
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _finish(run_dir: Path, config: RunConfig) -> None:
@@ -214,4 +266,6 @@ def _cycle_line(r: dict[str, Any], total: int) -> str:
             f"(seed {r['val_accuracy_seed']:.3f}){baseline}; KL {r['kl']:.3f}; RL steps {r['rl_steps']}; "
             f"rollouts RL {r['rl_rollouts']} + GEPA {r['gepa_rollouts']}; "
             f"proposals {r['proposals_accepted']}/{r['proposals_tried']}; "
-            f"fast {r['fast_seconds']:.0f} s, slow {r['slow_seconds']:.0f} s")
+            f"fast {r['fast_seconds']:.0f} s, slow {r['slow_seconds']:.0f} s"
+            + (f"; metric errors {r['rl_metric_errors']}" if r.get("rl_metric_errors") else "")
+            + (f"; reflection faults {r['reflection_faults']}" if r.get("reflection_faults") else ""))

@@ -14,9 +14,10 @@ It only reads the run directories.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from fst_prompt.state import read_jsonl
 
 
 def load_cycles(run_dir: Path) -> list[dict[str, Any]]:
@@ -25,8 +26,7 @@ def load_cycles(run_dir: Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a `fst run` directory (one that finished a "
                                 "cycle)?")
     by_cycle = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_jsonl(path):
         by_cycle[record["cycle"]] = record  # a cycle evaluated twice (crash + resume): the last one counts
     return [by_cycle[c] for c in sorted(by_cycle)]
 
@@ -37,8 +37,7 @@ def load_steps(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     by_step = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line)
+    for record in read_jsonl(path):
         if "reward" in record:  # the end-of-training summary has no reward
             by_step[(record.get("stage", 0), record["step"])] = record
     return [by_step[k] for k in sorted(by_step)]

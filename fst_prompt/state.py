@@ -4,10 +4,14 @@ checkpoint a run (or a reader of it) may trust."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +38,33 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One JSON record per line (logs; a crash can cost at most the line being written)."""
-    with Path(path).open("a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+    """One JSON record per line, in one `write` (logs; a crash can cost at most the line being written). A
+    torn last line left by an earlier crash is ended first, so the new record starts a line of its own."""
+    data = (json.dumps(record, default=str) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSONL file; lines that do not parse (a write cut short by a crash or a full disk) are
+    skipped, and said so on stderr."""
+    records, torn = [], 0
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            torn += 1
+    if torn:
+        print(f"note: skipped {torn} unreadable line(s) in {path} (a write cut short by a crash?)", file=sys.stderr)
+    return records
 
 
 STATE_VERSION = 1
@@ -57,6 +85,8 @@ class Ledger:
     reflection_seconds: float = 0.0
     fast_seconds: float = 0.0
     slow_seconds: float = 0.0
+    rl_metric_errors: int = 0  # RL completions on which the task's metric raised (each scored 0)
+    reflection_faults: int = 0  # retried error responses, failed requests and unusable replies
 
     @property
     def total_rollouts(self) -> int:
@@ -68,6 +98,7 @@ class Ledger:
         self.proposals_tried += record.proposals_tried
         self.proposals_accepted += record.proposals_accepted
         self.reflection_calls += record.reflection_calls
+        self.reflection_faults += record.reflection_faults
         self.reflection_tokens += record.reflection_prompt_tokens + record.reflection_completion_tokens
         self.reflection_seconds += record.reflection_seconds
         self.fast_seconds += record.seconds
@@ -82,6 +113,7 @@ class RunState:
     population: dict[str, Any] = field(default_factory=dict)  # Population.to_json()
     ledger: Ledger = field(default_factory=Ledger)
     version: int = STATE_VERSION
+    config: dict[str, Any] | None = None  # the run's config, flattened (`config_fields`), checked on --resume
 
     def save(self, run_dir: Path) -> None:
         write_json_atomic(Path(run_dir) / "state.json", asdict(self))
@@ -95,7 +127,58 @@ class RunState:
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"{path} has state version {data.get('version')!r}; this fst-prompt reads {STATE_VERSION}")
         return cls(cycle=data["cycle"], phase=data["phase"], population=data["population"],
-                   ledger=Ledger(**data["ledger"]), version=data["version"])
+                   ledger=Ledger(**data["ledger"]), version=data["version"], config=data.get("config"))
+
+
+class RunDirInUse(FileExistsError):
+    """Another process holds the run directory's lock."""
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold `run_dir/.lock` (an OS lock, released when the process ends, however it ends) for the block; a
+    second process on the same directory gets `RunDirInUse` naming the holder."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise RunDirInUse(f"{run_dir} is in use by another fst process (pid {holder}): wait for it to end, or "
+                          "choose another run_dir") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def config_fields(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dump flattened to dotted paths: {"gepa.max_metric_calls": 200, ...}."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat |= config_fields(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+# Fields a resumed run may change: they decide how long it runs, what is shown or logged, and how the
+# reflection endpoint is reached, never which problems, candidates or steps the run uses.
+SAFE_TO_CHANGE = ("loop.cycles", "loop.eval_n", "loop.test_n", "policy.batch_size", "policy.weight_first",
+                  "reflection.base_url", "reflection.api_key_env", "reflection.timeout_s", "reflection.retries",
+                  "reflection.backoff_s", "reflection.threads", "rl.report_to", "gepa.use_wandb", "gepa.use_mlflow",
+                  "run_dir")
+
+
+def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted paths whose values differ between two `config_fields` dumps, except the safe ones."""
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in SAFE_TO_CHANGE)
 
 
 def last_complete_checkpoint(checkpoints: Path, *, remove_partial: bool = True) -> str | None:

@@ -46,8 +46,9 @@ def tiny_policy(tiny_path):
 
 @pytest.fixture
 def endpoint():
-    from tests.scripted import start_fake_openai
+    from tests.scripted import FakeOpenAI, start_fake_openai
 
+    FakeOpenAI.reset()
     url, server = start_fake_openai()
     yield url
     server.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -52,18 +53,43 @@ class ScriptedClient:
 
 class FakeOpenAI(BaseHTTPRequestHandler):
     auth_headers: list[str] = []
+    # Faults, for the tests that need them: every request answered with this status (e.g. 401), or with
+    # probability `fault_rate` one of: a 500, an empty reply, a body that is not JSON. With `first_clean` the
+    # first request (the start-up check) is answered well. Reset with `FakeOpenAI.reset()`.
+    status: int = 200
+    fault_rate: float = 0.0
+    first_clean: bool = True
+    faults: list[str] = []
+    rng = random.Random(0)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.auth_headers, cls.status, cls.fault_rate, cls.first_clean = [], 200, 0.0, True
+        cls.faults, cls.rng = [], random.Random(0)
 
     def do_POST(self):  # noqa: N802 - http.server's naming
         length = int(self.headers["Content-Length"])
         json.loads(self.rfile.read(length))
         FakeOpenAI.auth_headers.append(self.headers.get("Authorization", ""))
-        body = json.dumps({
+        fault, clean = None, FakeOpenAI.first_clean and len(FakeOpenAI.auth_headers) == 1
+        if not clean and FakeOpenAI.rng.random() < FakeOpenAI.fault_rate:
+            fault = FakeOpenAI.rng.choice(["500", "empty", "garbage"])
+            FakeOpenAI.faults.append(fault)
+        if (FakeOpenAI.status != 200 and not clean) or fault == "500":
+            status = 500 if fault == "500" else FakeOpenAI.status
+            self._send(status, json.dumps({"error": {"message": f"status {status}", "type": "x"}}).encode())
+            return
+        content = "" if fault == "empty" else "```\nAdd the numbers. Reply with digits.\n```"
+        body = b"<html>garbage" if fault == "garbage" else json.dumps({
             "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
             "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": "```\nAdd the numbers. Reply with digits.\n```"}}],
+                         "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59},
         }).encode()
-        self.send_response(200)
+        self._send(200, body)
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()

@@ -193,3 +193,17 @@ def test_reflection_sees_the_wrong_problems_first_and_one_right_one():
     assert shown_to_reflection(trajectories, None) == trajectories == shown_to_reflection(trajectories, 7)
     all_wrong = [{"example": i, "scored": Scored(0.0, [])} for i in range(5)]
     assert [t["example"] for t in shown_to_reflection(all_wrong, 2)] == [0, 1]
+
+
+def test_reflection_answers_are_journaled_and_replayed(tmp_path):
+    journal = tmp_path / "reflection_journal.jsonl"
+    first = ScriptedClient(["```\nA\n```", "```\nB\n```"])
+    lm = ReflectionLM(FAST, client=first, journal=journal)
+    assert lm("prompt 1") == "```\nA\n```" and lm("prompt 2") == "```\nB\n```" and lm.stats.calls == 2
+    again = ScriptedClient([RuntimeError("must not be called")])
+    replay = ReflectionLM(FAST, client=again, journal=journal)  # a new process, after a crash
+    assert replay("prompt 2") == "```\nB\n```" and replay("prompt 1") == "```\nA\n```"
+    assert again.prompts == [] and replay.stats.calls == 0 and replay.stats.replayed == 2
+    other_seed = ReflectionLM(FAST.model_copy(update={"seed": 7}), client=ScriptedClient(["```\nC\n```"]),
+                              journal=journal)
+    assert other_seed("prompt 1") == "```\nC\n```"  # another request (seed, model, prompt ...) is asked anew

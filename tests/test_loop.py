@@ -1,6 +1,7 @@
 """The FST loop on the tiny model with a scripted reflection endpoint: modes, ledger, crash + resume."""
 
 import json
+import re
 
 import pytest
 import yaml
@@ -269,3 +270,85 @@ def test_schedule_config_errors(tmp_path, tiny_path, endpoint):
         RunConfig.model_validate(data | {"task": "chain_sum"})
     with pytest.raises(ValidationError, match="not supported yet"):
         RunConfig.model_validate(data | {"rl": data["rl"] | {"lora": True}})
+
+
+def test_a_second_process_on_the_same_run_dir_is_refused(tmp_path, tiny_path, endpoint, capsys):
+    import subprocess
+    import sys
+
+    cfg = config(tmp_path, tiny_path, endpoint)
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom fst_prompt.state import run_lock\n"
+                               f"with run_lock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["run", str(tmp_path / "config.yaml")]) == 2
+        err = capsys.readouterr().err
+        assert f"is in use by another fst process (pid {holder.pid})" in err
+        assert not (run / "state.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    loop.run_loop(cfg, progress=False)  # the lock dies with its process
+    assert RunState.load(run).cycle == 2
+
+
+def test_resume_refuses_a_changed_config_but_allows_more_cycles(tmp_path, tiny_path, endpoint):
+    first = config(tmp_path, tiny_path, endpoint, loop__cycles=1)
+    loop.run_loop(first, progress=False)
+    assert RunState.load(tmp_path / "run").config["loop.steps_per_cycle"] == 2
+    for key, value, name in [("loop__steps_per_cycle", 1, "loop.steps_per_cycle: 2 -> 1"),
+                             ("rl__problems_per_step", 1, "rl.problems_per_step: 2 -> 1"),
+                             ("gepa__population_size", 3, "gepa.population_size: 2 -> 3")]:
+        changed = config(tmp_path, tiny_path, endpoint, loop__cycles=1, **{key: value})
+        with pytest.raises(ValueError, match=f"cannot resume .*{re.escape(name)}"):
+            loop.run_loop(changed, resume=True, progress=False)
+    more = loop.run_loop(config(tmp_path, tiny_path, endpoint, loop__cycles=2), resume=True, progress=False)
+    assert more.cycle == 2 and more.config["loop.cycles"] == 2
+
+
+def test_a_fresh_run_will_not_write_into_a_folder_that_holds_other_files(tmp_path, tiny_path, endpoint):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="is not empty \\(notes.txt\\) and holds no run to resume"):
+        loop.run_loop(config(tmp_path, tiny_path, endpoint), progress=False)
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_readers_skip_a_torn_last_line_and_appends_start_a_new_one(tmp_path, capsys):
+    from fst_prompt.plots import load_cycles
+    from fst_prompt.state import append_jsonl, read_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    append_jsonl(path, {"cycle": 0, "val_accuracy_best": 0.5})
+    with path.open("a") as f:
+        f.write('{"cycle": 1, "val_acc')  # a kill or a full disk mid-write
+    assert [r["cycle"] for r in load_cycles(tmp_path)] == [0]
+    assert "skipped 1 unreadable line(s)" in capsys.readouterr().err
+    append_jsonl(path, {"cycle": 1, "val_accuracy_best": 0.75})
+    assert [r["cycle"] for r in read_jsonl(path)] == [0, 1]
+
+
+def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, tiny_path, endpoint, monkeypatch):
+    from tests.scripted import FakeOpenAI
+
+    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint), progress=False)
+    requests = len(FakeOpenAI.auth_headers)  # the start-up check and the reflection calls
+    FakeOpenAI.auth_headers.clear()
+    real_round = loop.gepa_round
+
+    def crash_at_the_end_of_round_2(*args, **kwargs):
+        result = real_round(*args, **kwargs)
+        if kwargs["cycle"] == 1:
+            raise KeyboardInterrupt("simulated crash before the round was committed")
+        return result
+
+    cfg = config(tmp_path / "b", tiny_path, endpoint)
+    monkeypatch.setattr(loop, "gepa_round", crash_at_the_end_of_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_loop(cfg, progress=False)
+    monkeypatch.setattr(loop, "gepa_round", real_round)
+    resumed = loop.run_loop(cfg, resume=True, progress=False)
+    assert len(FakeOpenAI.auth_headers) == requests + 1  # one more start-up check; no reflection call twice
+    assert comparable(resumed) == comparable(uninterrupted)

@@ -50,7 +50,7 @@ def test_optimize_writes_run_dir_and_never_the_key(tmp_path, tiny_path, endpoint
     ({"gepa": {"max_metric_calls": 0}}, "gepa.max_metric_calls: Input should be greater than or equal to 1"),
     ({"loop": {"cycles": "many"}}, "loop.cycles: Input should be a valid integer"),
     ({"rl": {"report_to": "slack"}}, "unknown tracker 'slack'"),
-    ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+    ({"colour": "blue"}, "colour: unknown field"),
     ({"reflection": {"api_key_env": "sk-abc 123"}}, "never the key itself"),
     ({"reflection": {"template": "no placeholders"}}, "the template must contain"),
 ])

@@ -120,6 +120,31 @@ def test_non_finite_loss_stops_with_a_clear_message(qa_task, tiny_path, tmp_path
         trainer.train()
 
 
+def test_non_finite_gradient_under_a_finite_loss_stops_before_the_update(qa_task, tiny_path, tmp_path):
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=1, contexts=CONTEXTS)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    weight = next(p for p in trainer.model.parameters() if p.requires_grad)
+    weight.register_hook(lambda g: g * float("nan"))
+    with pytest.raises(FloatingPointError, match="gradient is not finite .*the loss was finite.* is intact"):
+        trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
+
+
+def test_a_metric_that_raises_scores_zero_in_rl_and_is_counted(qa_task, tiny_path, tmp_path):
+    from fst_prompt.slow.reward import TaskReward
+
+    def strict(gold, pred):  # int() of free text: what a user's metric often does
+        return Feedback(float(int(pred.answer) == int(gold.answer)), "")
+
+    qa_task.metric = strict
+    reward = TaskReward(qa_task)
+    scores = reward(prompts=[None] * 3, completions=["2", "two", "0"], example_index=[1, 1, 0])
+    assert scores == [1.0, 0.0, 1.0] and reward.errors == 1 and "ValueError" in reward.last_error
+    trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=1, contexts=CONTEXTS)
+    trainer.train()  # the tiny model writes free text: the metric raises, the step completes
+    assert trainer.reward_funcs[0].errors > 0
+
+
 def test_vllm_server_mode_is_refused(qa_task, tiny_path, tmp_path):
     with pytest.raises(ValueError, match="vllm_mode='colocate'"):
         build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=2, use_vllm=True, vllm_mode="server")

@@ -16,7 +16,9 @@ environment variable the config names and never written anywhere.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
+import json
 import os
 import re
 import socket
@@ -33,6 +35,7 @@ from typing import Any
 from fst_prompt.config import ReflectionConfig
 from fst_prompt.fast.population import candidate_id
 from fst_prompt.fetch import assemble_gguf, weights_registry
+from fst_prompt.state import append_jsonl, read_jsonl
 
 _NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (or "
               "`pip install -e '.[reflect]'`; a 6-8 minute compile the first time), or set reflection.base_url "
@@ -43,34 +46,86 @@ class ReflectionError(RuntimeError):
     """The reflection LM gave no usable answer after its retries."""
 
 
+class ReflectionEndpointError(ValueError):
+    """The endpoint refuses us in a way retrying cannot fix (a wrong URL, key or model: 401, 403, 404, or no
+    answer at the start-up check): the run stops with this message and can be resumed once it is fixed."""
+
+
 class ProposalError(RuntimeError):
     """A proposal that cannot be used (the LM failed, or its text was empty, unchanged or too long)."""
 
 
 @dataclass
 class ReflectionStats:
-    calls: int = 0  # requests sent, retries included
-    failures: int = 0  # requests that raised or timed out
+    calls: int = 0  # requests made (a request the client retried counts once)
+    replayed: int = 0  # answers read back from the journal instead (a round re-run after a crash)
+    failures: int = 0  # requests that failed, after the client's retries
+    retried: int = 0  # error responses (429, 5xx, ...) the client retried
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
 
 
-class ReflectionLM:
-    """A text-in, text-out client for an OpenAI-compatible chat endpoint, with retries."""
+_FATAL_STATUS = {401: "the API key was refused", 403: "access denied", 404: "not found (check the URL and model)"}
 
-    def __init__(self, config: ReflectionConfig, base_url: str | None = None, client: Any = None) -> None:
+
+class ReflectionLM:
+    """A text-in, text-out client for an OpenAI-compatible chat endpoint.
+
+    Transient errors (connection, time-out, 408/409/429/5xx) are retried by the OpenAI client itself, with its
+    back-off and `Retry-After`; a 400 is not retried (the prompt will not change); 401/403/404 raise
+    `ReflectionEndpointError`. Errors from an injected non-OpenAI client are retried here."""
+
+    def __init__(self, config: ReflectionConfig, base_url: str | None = None, client: Any = None,
+                 journal: Path | None = None) -> None:
         self.config = config
+        self.base_url = base_url or config.base_url
         self.stats = ReflectionStats()
+        self.journal = journal  # JSONL of request hash -> answer: a re-run round replays instead of calling
+        self._answers = {r["key"]: r["text"] for r in read_jsonl(journal)} if journal and journal.is_file() else {}
+        self._key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         if client is None:
+            import httpx
             from openai import OpenAI
 
-            key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-            client = OpenAI(base_url=base_url or config.base_url, api_key=key or "unused",
-                            timeout=config.timeout_s, max_retries=0)
+            hooks = {"response": [self._count_retried]}
+            client = OpenAI(base_url=self.base_url, api_key=self._key or "unused", timeout=config.timeout_s,
+                            max_retries=config.retries, http_client=httpx.Client(event_hooks=hooks))
         self.client = client
 
+    def _count_retried(self, response: Any) -> None:
+        if response.status_code in (408, 409, 429) or response.status_code >= 500:
+            self.stats.retried += 1
+
+    def check(self) -> None:
+        """One cheap request (a 1-token reply), so a wrong URL, key or model fails at start-up, not mid-run."""
+        try:
+            self.client.chat.completions.create(model=self.config.model, max_tokens=1, temperature=0,
+                                                messages=[{"role": "user", "content": "Reply with OK."}])
+        except Exception as e:  # noqa: BLE001 - whatever went wrong, the run cannot use this endpoint
+            raise ReflectionEndpointError(f"the reflection endpoint {self.base_url} (model {self.config.model!r}) "
+                                          f"failed the start-up check: {self._describe(e)}") from None
+
     def __call__(self, prompt: str) -> str:
+        key = self._request_key(prompt)
+        if key in self._answers:
+            self.stats.replayed += 1
+            return self._answers[key]
+        text = self._ask(prompt, seed=int(key[:8], 16))
+        self._answers[key] = text
+        if self.journal is not None:
+            append_jsonl(self.journal, {"key": key, "text": text})
+        return text
+
+    def _request_key(self, prompt: str) -> str:
+        c = self.config
+        request = [c.model, c.temperature, c.max_tokens, c.repeat_penalty, c.seed, prompt]
+        return hashlib.sha256(json.dumps(request).encode()).hexdigest()
+
+    def _ask(self, prompt: str, seed: int) -> str:
+        """One answer from the endpoint, seeded (servers that honour `seed` answer a repeated request alike)."""
+        import openai
+
         last: Exception | None = None
         for attempt in range(self.config.retries + 1):
             if attempt:
@@ -80,11 +135,23 @@ class ReflectionLM:
             try:
                 response = self.client.chat.completions.create(
                     model=self.config.model, messages=[{"role": "user", "content": prompt}],
-                    temperature=self.config.temperature, max_tokens=self.config.max_tokens,
+                    temperature=self.config.temperature, max_tokens=self.config.max_tokens, seed=seed,
                     **({"extra_body": {"repeat_penalty": self.config.repeat_penalty}}
                        if self.config.repeat_penalty else {}),
                 )
-            except Exception as e:  # noqa: BLE001 - time-outs, connection and API errors are retried alike
+                text = response.choices[0].message.content or ""
+            except openai.APIStatusError as e:
+                self.stats.failures += 1
+                if e.status_code in _FATAL_STATUS:
+                    raise ReflectionEndpointError(f"the reflection endpoint {self.base_url} (model "
+                                                  f"{self.config.model!r}): {self._describe(e)}") from None
+                last = e
+                break  # the client has retried what retrying can fix
+            except openai.OpenAIError as e:  # connection errors, time-outs, malformed responses: retried already
+                self.stats.failures += 1
+                last = e
+                break
+            except Exception as e:  # noqa: BLE001 - a non-OpenAI client's errors: retried here
                 self.stats.failures += 1
                 last = e
                 continue
@@ -93,9 +160,17 @@ class ReflectionLM:
             usage = getattr(response, "usage", None)
             self.stats.prompt_tokens += getattr(usage, "prompt_tokens", 0) or 0
             self.stats.completion_tokens += getattr(usage, "completion_tokens", 0) or 0
-            return response.choices[0].message.content or ""
-        raise ReflectionError(f"reflection LM failed {self.config.retries + 1} times; last error: "
-                              f"{type(last).__name__}: {last}")
+            return text
+        raise ReflectionError(f"reflection LM failed: {self._describe(last)}")
+
+    def _describe(self, error: BaseException | None) -> str:
+        """The error in one line, with the API key (if it appears at all) masked."""
+        status = getattr(error, "status_code", None)
+        text = f"{type(error).__name__}" + (f" {status} ({_FATAL_STATUS[status]})" if status in _FATAL_STATUS else "")
+        message = " ".join(str(error).split())[:300]
+        if self._key:
+            message = message.replace(self._key, "***")
+        return f"{text}: {message}"
 
 
 _PREAMBLE = re.compile(r"^\s*(?:here\s+is|here's|below\s+is)?\s*(?:the|an|my)?\s*(?:new|improved|updated|revised)?"
@@ -136,6 +211,7 @@ class Proposer:
     # per component, the task's own instruction, put back as the first line of a proposal that dropped it (set
     # per round: a small reflection LM often rewrites the task away, and the proposal then solves another one)
     task_statement: dict[str, str] = field(default_factory=dict)
+    fatal: ReflectionEndpointError | None = None  # set when the endpoint refuses us; the round then stops
     _last_failure: tuple | None = None
 
     def reject(self, instructions: dict[str, str]) -> None:
@@ -160,6 +236,10 @@ class Proposer:
                     self.outcomes["unchanged_asked_again"] += 1
                     text = self._text(name, prompt + _NUDGE)
                     same = " ".join(text.split()) == " ".join(candidate[name].split())
+            except ReflectionEndpointError as e:
+                self.fatal = e
+                self._fail(key, "lm_failed")
+                raise ProposalError(str(e)) from e
             except ReflectionError as e:
                 self._fail(key, "lm_failed")
                 raise ProposalError(str(e)) from e
@@ -253,13 +333,18 @@ def check_reflection_ready(config: ReflectionConfig) -> None:
 @contextlib.contextmanager
 def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) -> Iterator[ReflectionLM]:
     """A ready `ReflectionLM`: the configured endpoint, or a local llama.cpp server started for it."""
+    journal = (log_dir / "reflection_journal.jsonl") if log_dir else None
     if config.base_url:
-        yield ReflectionLM(config)
+        lm = ReflectionLM(config, journal=journal)
+        lm.check()
+        yield lm
         return
     gguf = assemble_gguf(config.model)
     log_path = (log_dir / "reflection_server.log") if log_dir else None
     with LocalServer(gguf, n_ctx=config.n_ctx, threads=config.threads, log_path=log_path) as server:
-        yield ReflectionLM(config, base_url=server.base_url)
+        lm = ReflectionLM(config, base_url=server.base_url, journal=journal)
+        lm.check()
+        yield lm
 
 
 def _free_port() -> int:

@@ -54,9 +54,20 @@ class RoundRecord:
     best_score: float
     population: list[dict[str, Any]] = field(default_factory=list)  # id, mean score, parents
     proposals: list[dict[str, Any]] = field(default_factory=list)  # text, scores, accepted, gains
+    reflection_retried: int = 0  # error responses (429, 5xx) the client retried
+
+    @property
+    def reflection_faults(self) -> int:
+        """Everything that went wrong with the reflection LM: retried errors, failed requests, unusable replies."""
+        unusable = sum(v for k, v in self.proposal_failures.items() if k in ("empty", "too_long", "template_echo"))
+        return self.reflection_retried + self.reflection_failures + unusable
+
+    @property
+    def all_reflection_failed(self) -> bool:
+        return self.reflection_calls > 0 and self.reflection_failures == self.reflection_calls
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"reflection_faults": self.reflection_faults}
 
 
 class _LogFile:
@@ -113,10 +124,13 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
                 reflection_minibatch_size=config.reflection_minibatch_size, use_merge=config.use_merge,
                 seed=(config.seed or 0) + cycle, display_progress_bar=False, logger=_LogFile(log_path),
                 run_dir=str(gepa_dir), track_best_outputs=False, callbacks=[bar, log],
+                stop_callbacks=[lambda _state: proposer.fatal is not None],  # a refused endpoint ends the round
                 use_wandb=config.use_wandb, use_mlflow=config.use_mlflow,
             )
         finally:
             bar.close()
+    if proposer.fatal is not None:
+        raise proposer.fatal
 
     gepa_ids = [candidate_id(c) for c in result.candidates]
     known = {c.id: c for c in carried}
@@ -131,7 +145,8 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
     population = merged.select_top_k()
     best = population.best()
     failures = {k: v - outcomes0.get(k, 0) for k, v in proposer.outcomes.items() if k not in NOT_FAILURES}
-    lm_calls, lm_failures, p_tok, c_tok, lm_s = (a - b for a, b in zip(_snapshot(proposer), reflection0, strict=True))
+    lm_calls, lm_failures, lm_retried, p_tok, c_tok, lm_s = (a - b for a, b in zip(_snapshot(proposer), reflection0,
+                                                                                  strict=True))
     record = RoundRecord(
         cycle=cycle, proposals_tried=proposer.outcomes["proposed"] - outcomes0.get("proposed", 0),
         proposals_accepted=sum(p["accepted"] for p in proposals),
@@ -140,7 +155,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
         reflection_prompt_tokens=p_tok, reflection_completion_tokens=c_tok, reflection_seconds=lm_s,
         seconds=time.perf_counter() - t0, best_id=best.id, best_score=best.mean_score,
         population=[{"id": c.id, "mean_score": c.mean_score, "parents": c.parents} for c in population.candidates],
-        proposals=proposals,
+        proposals=proposals, reflection_retried=lm_retried,
     )
     return population, record
 
@@ -208,4 +223,5 @@ def _round_dir(work_dir: Path | None) -> Iterator[Path]:
 
 def _snapshot(proposer: Proposer) -> tuple:
     s = proposer.lm.stats
-    return (s.calls, s.failures, s.prompt_tokens, s.completion_tokens, s.seconds)
+    # a journal replay counts as the call it stands for: a re-run round's record equals the uninterrupted one's
+    return (s.calls + s.replayed, s.failures, s.retried, s.prompt_tokens, s.completion_tokens, s.seconds)

@@ -90,6 +90,17 @@ class PopulationGRPOTrainer(GRPOTrainer):
             )
         return loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.detach().abs().amax() for g in grads])).all():
+            raise FloatingPointError(
+                f"the gradient is not finite at step {self.state.global_step} (the loss was finite); training "
+                f"stopped before the update, so the last checkpoint in {self.args.output_dir} is intact. Lower "
+                "rl.learning_rate or check the rewards."
+            )
+        return loss
+
 
 def train_dataset(task: Task, order: list[int] | None = None):
     """One row per train problem, in `order` (default: as given): the seed-rendered prompt (replaced per
