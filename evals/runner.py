@@ -94,7 +94,7 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
             argv.append("--resume")
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
-    t0 = time.perf_counter()
+    commit, t0 = _commit(), time.perf_counter()  # the code it starts with (edits made while it runs do not count)
     with open(job.run_dir / "log.txt", "a") as log:
         rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
@@ -102,11 +102,11 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
           f"in {seconds / 60:.1f} min", flush=True)
     if rc != 0:
         return False
-    _harvest(job, seconds, threads, parallel)
+    _harvest(job, seconds, threads, parallel, commit)
     return True
 
 
-def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
+def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str) -> None:
     """Copy the results, keep the final weights only, mark the job done (last, atomically)."""
     from fst_prompt.state import last_complete_checkpoint, write_json_atomic
 
@@ -125,7 +125,7 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int) -> None:
                 if (Path(last) / name).is_file():
                     shutil.copy2(Path(last) / name, final / name)
         shutil.rmtree(checkpoints)
-    write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": _commit(),
+    write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": commit,
                                                   "wall_seconds": round(seconds, 1), "threads": threads,
                                                   "device": _device(parallel),
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -45,6 +45,7 @@ from fst_prompt.state import (
     changed_fields,
     config_fields,
     last_complete_checkpoint,
+    read_jsonl,
     run_lock,
     write_json_atomic,
     write_text_atomic,
@@ -65,6 +66,8 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
         with _proposer(config, mode, run_dir) as proposer:  # the reflection endpoint answers before anything starts
             if not resume:
                 _start(run_dir, config, state)
+            elif proposer is not None:
+                _recall_rejected(proposer, run_dir, state)
             steps = StepLog(run_dir / "steps.jsonl", progress=progress)
             schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps])
             while state.cycle < config.total_cycles:
@@ -207,6 +210,17 @@ def _proposer(config: RunConfig, mode: Mode, run_dir: Path) -> Iterator[Proposer
 # What may already be in a new run's directory: the lock, the evals runner's log, and what an earlier start
 # that stopped before the run began left (its error log, the reflection server's log and journal).
 _FRESH_OK = {".lock", "log.txt", "error.log", "reflection_server.log", "reflection_journal.jsonl"}
+
+
+def _recall_rejected(proposer: Proposer, run_dir: Path, state: RunState) -> None:
+    """The proposals earlier committed rounds rejected, as an uninterrupted run's proposer remembers them (a
+    repeat is skipped, not evaluated again)."""
+    path = run_dir / "rounds.jsonl"
+    for record in read_jsonl(path) if path.is_file() else []:
+        if record["cycle"] < state.cycle or (record["cycle"] == state.cycle and state.phase != "fast"):
+            for p in record.get("proposals", []):
+                if not p["accepted"]:
+                    proposer.reject(p["instructions"])
 
 
 def _fresh_state(run_dir: Path, config: RunConfig, seed: dict[str, str]) -> RunState:

@@ -31,10 +31,22 @@ def config(tmp_path, tiny_path, endpoint, **changes):
     return load_config(path, model=RunConfig)
 
 
-def comparable(state: RunState) -> dict:
+def comparable(state: RunState, run_dir=None) -> dict:
+    """What a resumed run must end with to equal an uninterrupted one: counters, population, and (given its
+    directory) the final weights (hash of the last checkpoint's), val accuracies and KL of every cycle."""
     ledger = {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")}
-    return {"cycle": state.cycle, "phase": state.phase, "ledger": ledger,
-            "population": [c["id"] for c in state.population["candidates"]]}
+    out = {"cycle": state.cycle, "phase": state.phase, "ledger": ledger,
+           "population": [(c["id"], c["scores"]) for c in state.population["candidates"]]}
+    if run_dir is not None:
+        import hashlib
+
+        from fst_prompt.plots import load_cycles
+
+        weights = run_dir / "checkpoints" / last_complete_checkpoint(run_dir / "checkpoints", remove_partial=False)
+        out["weights"] = hashlib.sha256((weights / "model.safetensors").read_bytes()).hexdigest()
+        out["cycles"] = [(c["val_accuracy_best"], c["val_accuracy_seed"], round(c["kl"], 6))
+                         for c in load_cycles(run_dir)]
+    return out
 
 
 def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
@@ -69,7 +81,7 @@ def test_anchor_is_the_problems_the_next_steps_use():
     assert stages.upcoming_problems(order, start=4 * 2, n=2 * 2) == order[8:] + order[:2]
 
 
-@pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow"])
+@pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow", "mid_checkpoint_write"])
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpoint, monkeypatch, crash_in):
     uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint), progress=False)
 
@@ -80,10 +92,12 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     def crashing_slow(stage, contexts, cfg_, state):
         calls["n"] += 1
         if calls["n"] == 2:  # the second cycle's slow phase
-            if crash_in == "middle_of_slow":
+            if crash_in in ("middle_of_slow", "mid_checkpoint_write"):
                 stage.trainer.set_population(contexts)
                 stage.trainer.args.max_steps = 3  # one of its two steps done and checkpointed
                 stage.trainer.train(resume_from_checkpoint=True)
+            if crash_in == "mid_checkpoint_write":  # killed while saving: the Trainer writes trainer_state.json last
+                (tmp_path / "b" / "run" / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()
             raise KeyboardInterrupt("simulated crash")
         return real_slow(stage, contexts, cfg_, state)
 
@@ -94,7 +108,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     assert (saved.cycle, saved.phase) == (1, "slow")
     monkeypatch.setattr(loop, "_slow_step", real_slow)
     resumed = loop.run_loop(cfg, resume=True, progress=False)
-    assert comparable(resumed) == comparable(uninterrupted)
+    assert comparable(resumed, tmp_path / "b" / "run") == comparable(uninterrupted, tmp_path / "a" / "run")
 
 
 def test_modes(tmp_path, tiny_path, endpoint):
@@ -351,4 +365,4 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
     monkeypatch.setattr(loop, "gepa_round", real_round)
     resumed = loop.run_loop(cfg, resume=True, progress=False)
     assert len(FakeOpenAI.auth_headers) == requests + 1  # one more start-up check; no reflection call twice
-    assert comparable(resumed) == comparable(uninterrupted)
+    assert comparable(resumed, tmp_path / "b" / "run") == comparable(uninterrupted, tmp_path / "a" / "run")

@@ -82,7 +82,7 @@ class ReflectionLM:
         self.base_url = base_url or config.base_url
         self.stats = ReflectionStats()
         self.journal = journal  # JSONL of request hash -> answer: a re-run round replays instead of calling
-        self._answers = {r["key"]: r["text"] for r in read_jsonl(journal)} if journal and journal.is_file() else {}
+        self._answers = {r["key"]: r for r in read_jsonl(journal)} if journal and journal.is_file() else {}
         self._key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         if client is None:
             import httpx
@@ -108,13 +108,19 @@ class ReflectionLM:
 
     def __call__(self, prompt: str) -> str:
         key = self._request_key(prompt)
-        if key in self._answers:
+        if key in self._answers:  # its tokens count again, so a re-run round's record equals the first one's
+            answer = self._answers[key]
             self.stats.replayed += 1
-            return self._answers[key]
+            self.stats.prompt_tokens += answer.get("prompt_tokens", 0)
+            self.stats.completion_tokens += answer.get("completion_tokens", 0)
+            return answer["text"]
+        tokens0 = (self.stats.prompt_tokens, self.stats.completion_tokens)
         text = self._ask(prompt, seed=int(key[:8], 16))
-        self._answers[key] = text
+        answer = {"key": key, "text": text, "prompt_tokens": self.stats.prompt_tokens - tokens0[0],
+                  "completion_tokens": self.stats.completion_tokens - tokens0[1]}
+        self._answers[key] = answer
         if self.journal is not None:
-            append_jsonl(self.journal, {"key": key, "text": text})
+            append_jsonl(self.journal, answer)
         return text
 
     def _request_key(self, prompt: str) -> str:
