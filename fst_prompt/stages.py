@@ -106,6 +106,9 @@ class Schedule:
         trainer = build_trainer(task, base, config.rl, checkpoint_dir(self.run_dir, config, index),
                                 max_steps=cycles * T, order=order, model=model, callbacks=self.callbacks,
                                 weight_first=pc.weight_first, shuffle_dataset=False)
+        resumed = last_complete_checkpoint(checkpoint_dir(self.run_dir, config, index), remove_partial=False)
+        if resumed:  # a resumed stage: its next GEPA round and evaluation must see the trained weights, not the
+            trainer._load_from_checkpoint(resumed)  # base's (TRL's own loader: full weights or the LoRA adapter)
         policy = Policy(trainer.model, trainer.processing_class, batch_size=pc.batch_size, seed=pc.seed,
                         sampling=sampling, name=pc.model, weight_first=pc.weight_first)
         kl_base = previous.kl_base if previous else probe_base(trainer, base)

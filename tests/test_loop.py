@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -23,6 +24,9 @@ def config(tmp_path, tiny_path, endpoint, **changes):
             "loop": {"mode": "fst", "cycles": 2, "steps_per_cycle": 2, "eval_n": 4},
             "run_dir": str(tmp_path / "run")}
     for key, value in changes.items():
+        if "__" not in key:
+            data[key] = value
+            continue
         section, field = key.split("__")
         data[section][field] = value
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -81,11 +85,16 @@ def test_anchor_is_the_problems_the_next_steps_use():
     assert stages.upcoming_problems(order, start=4 * 2, n=2 * 2) == order[8:] + order[:2]
 
 
+PARITY = str(Path(__file__).parent / "tasks" / "parity_chain_sum.py")  # GEPA's scores depend on the weights
+
+
 @pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow", "mid_checkpoint_write"])
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpoint, monkeypatch, crash_in):
-    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint), progress=False)
+    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY), progress=False)
+    scores = {s for c in uninterrupted.population["candidates"] for s in c["scores"].values()}
+    assert len(scores) > 1  # the rounds' scores vary with the completions, and so with the weights
 
-    cfg = config(tmp_path / "b", tiny_path, endpoint)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY)
     real_slow = loop._slow_step
     calls = {"n": 0}
 
@@ -347,7 +356,7 @@ def test_readers_skip_a_torn_last_line_and_appends_start_a_new_one(tmp_path, cap
 def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, tiny_path, endpoint, monkeypatch):
     from tests.scripted import FakeOpenAI
 
-    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint), progress=False)
+    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY), progress=False)
     requests = len(FakeOpenAI.auth_headers)  # the start-up check and the reflection calls
     FakeOpenAI.auth_headers.clear()
     real_round = loop.gepa_round
@@ -358,7 +367,7 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
             raise KeyboardInterrupt("simulated crash before the round was committed")
         return result
 
-    cfg = config(tmp_path / "b", tiny_path, endpoint)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY)
     monkeypatch.setattr(loop, "gepa_round", crash_at_the_end_of_round_2)
     with pytest.raises(KeyboardInterrupt):
         loop.run_loop(cfg, progress=False)
