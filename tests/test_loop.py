@@ -354,24 +354,32 @@ def test_readers_skip_a_torn_last_line_and_appends_start_a_new_one(tmp_path, cap
 
 
 def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, tiny_path, endpoint, monkeypatch):
+    from fst_prompt.fast.reflection import ReflectionLM
     from tests.scripted import FakeOpenAI
 
     uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY), progress=False)
     requests = len(FakeOpenAI.auth_headers)  # the start-up check and the reflection calls
     FakeOpenAI.auth_headers.clear()
-    real_round = loop.gepa_round
+    real_round, real_ask = loop.gepa_round, ReflectionLM.__call__
+    in_round_2 = {"now": False}
 
-    def crash_at_the_end_of_round_2(*args, **kwargs):
-        result = real_round(*args, **kwargs)
-        if kwargs["cycle"] == 1:
-            raise KeyboardInterrupt("simulated crash before the round was committed")
-        return result
+    def round_(*args, **kwargs):
+        in_round_2["now"] = kwargs["cycle"] == 1
+        return real_round(*args, **kwargs)
+
+    def ask_then_crash(self, prompt):  # killed in the middle of round 2, just after a paid reflection call
+        answer = real_ask(self, prompt)
+        if in_round_2["now"]:
+            raise KeyboardInterrupt("simulated crash in the middle of a GEPA round")
+        return answer
 
     cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY)
-    monkeypatch.setattr(loop, "gepa_round", crash_at_the_end_of_round_2)
+    monkeypatch.setattr(loop, "gepa_round", round_)
+    monkeypatch.setattr(ReflectionLM, "__call__", ask_then_crash)
     with pytest.raises(KeyboardInterrupt):
         loop.run_loop(cfg, progress=False)
     monkeypatch.setattr(loop, "gepa_round", real_round)
+    monkeypatch.setattr(ReflectionLM, "__call__", real_ask)
     resumed = loop.run_loop(cfg, resume=True, progress=False)
     assert len(FakeOpenAI.auth_headers) == requests + 1  # one more start-up check; no reflection call twice
     assert comparable(resumed, tmp_path / "b" / "run") == comparable(uninterrupted, tmp_path / "a" / "run")
