@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # chain_sum with the same 6 examples, 2 proposals each, SmolLM2 on train n = 48 (seed instruction 0.188, a
 # hand-written step-by-step one 0.333): this template 0.208 and 0.271; a three-part spec 0.167 and 0.250; the
 # previous "task + rules, under 100 words" template restated the task in its gepa round (val 0.164 = seed).
+# This one (static directive first, so the server reuses its prefix) with 16-problem judging and the task sentence
+# kept: GEPA-only chain_sum val 0.328 and 0.336 (seeds 0 and 1, n = 128; seed 0.164, hand-written 0.328).
 DIRECTIVE_TEMPLATE = """You write instructions for a small AI assistant. It gets problems wrong when it answers at \
 once. Write a new instruction that makes it write out its working the way the worked solutions in the \
 feedback do, one short line per step with the intermediate result on it, and then end with a final line \

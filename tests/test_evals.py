@@ -46,9 +46,10 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
         if complete:
             (ckpt / "trainer_state.json").write_text("{}")
     (job.run_dir / "metrics.jsonl").write_text(json.dumps({"cycle": 0}) + "\n")
-    runner._harvest(job, 61.0, threads=1, parallel=1)
-    assert (job.results / "metrics.jsonl").is_file() and json.loads((job.results / "done.json").read_text())[
-        "wall_seconds"] == 61.0
+    runner._harvest(job, 61.0, threads=1, parallel=1, commit="abc1234")
+    done = json.loads((job.results / "done.json").read_text())
+    assert (job.results / "metrics.jsonl").is_file() and done["wall_seconds"] == 61.0
+    assert done["commit"] == "abc1234"  # the commit the job started from
     final = runner.final_weights("study", "task/rl-s0")
     assert [p.name for p in final.iterdir()] == ["model.safetensors"]  # no optimizer state
     assert (final / "model.safetensors").read_text() == "weights 8"
