@@ -60,7 +60,7 @@ class ReflectionStats:
     calls: int = 0  # requests made (a request the client retried counts once)
     replayed: int = 0  # answers read back from the journal instead (a round re-run after a crash)
     failures: int = 0  # requests that failed, after the client's retries
-    retried: int = 0  # error responses (429, 5xx, ...) the client retried
+    retried: int = 0  # transient error responses (408, 409, 429, 5xx) received, the last of a failed request included
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0

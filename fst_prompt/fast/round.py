@@ -54,7 +54,7 @@ class RoundRecord:
     best_score: float
     population: list[dict[str, Any]] = field(default_factory=list)  # id, mean score, parents
     proposals: list[dict[str, Any]] = field(default_factory=list)  # text, scores, accepted, gains
-    reflection_retried: int = 0  # error responses (429, 5xx) the client retried
+    reflection_retried: int = 0  # transient error responses (408, 409, 429, 5xx) received from the endpoint
 
     @property
     def reflection_faults(self) -> int:
