@@ -81,9 +81,11 @@ def _write_traceback(log_dir: Path | None) -> Path:
     if log_dir is not None:
         with contextlib.suppress(OSError):
             log_dir.mkdir(parents=True, exist_ok=True)
-            with open(log_dir / "error.log", "a") as f:
+            rank = os.environ.get("RANK", "0")  # under a launcher, one log per process
+            path = log_dir / ("error.log" if rank == "0" else f"error.rank{rank}.log")
+            with open(path, "a") as f:
                 f.write(text)
-            return log_dir / "error.log"
+            return path
     fd, name = tempfile.mkstemp(prefix="fst-error-", suffix=".log")
     with os.fdopen(fd, "w") as f:
         f.write(text)

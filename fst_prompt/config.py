@@ -119,10 +119,13 @@ class PolicyConfig(Strict):
     batch_size: int = Field(64, ge=1, description="rollouts per generate call; measured on 2 cores, chain_sum, n=64, "
                             "128 tokens: 1.34 rollouts/s at 16, 1.78 at 32, 1.88 at 64, 1.89 at 128")
     weight_first: bool = Field(True, description="linear layers as W·xᵀ while generating (decoding.py): same "
-                               "completions, 1-7% faster on a 2-core AMD EPYC (Zen 1), chain_sum, batch 64")
+                               "completions, 1-7% faster on a 2-core AMD EPYC (Zen 1), chain_sum, batch 64; CPU only")
     max_new_tokens: int = Field(128, ge=1, description="longest completion in GEPA rollouts and evaluations")
     temperature: float = Field(0.0, ge=0, description="0 = greedy; GEPA scores are then deterministic")
     seed: int | None = Field(None, description="sampling seed (default: the run's `seed`)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights of the trainer, the live policy, the KL probe's base and `fst eval`: auto = "
+        "fp32 on CPU, bf16 on a GPU (fp16 where it has no bf16); the trainer's bf16/fp16 flags follow (device.py)")
 
 
 class GEPAConfig(Strict):
@@ -157,6 +160,18 @@ class GEPAConfig(Strict):
 TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio"}
 
 
+# GRPOConfig settings the run decides (from the field named, or the loop itself): not for `rl.trainer_args`.
+OWNED_TRAINER_ARGS = {
+    "output_dir": "run_dir", "max_steps": "loop.cycles x loop.steps_per_cycle", "learning_rate": "rl.learning_rate",
+    "per_device_train_batch_size": "rl.problems_per_step x rl.num_generations", "num_generations": "rl.num_generations",
+    "max_completion_length": "rl.max_completion_length", "temperature": "rl.temperature", "top_p": "rl.top_p",
+    "loss_type": "rl.loss_type", "epsilon_high": "rl.epsilon_high", "beta": "rl.beta",
+    "warmup_steps": "rl.warmup_steps", "seed": "rl.seed", "save_steps": "rl.save_every", "report_to": "rl.report_to",
+    "use_vllm": "rl.use_vllm", "vllm_mode": "rl.vllm_mode", "bf16": "policy.dtype", "fp16": "policy.dtype",
+    "use_cpu": "policy.dtype (the device is CUDA when available)", "ddp_timeout": "loop.wait_minutes",
+}
+
+
 class RLConfig(Strict):
     problems_per_step: int = Field(2, ge=1, description="B: problems per step")
     num_generations: int = Field(4, ge=2, description="G: rollouts per problem (paper: 8)")
@@ -180,6 +195,33 @@ class RLConfig(Strict):
         "colocate", description="only colocate: TRL's server mode samples a whole group from one prompt, but "
         "each rollout here has its own context")
     seed: int | None = Field(None, description="TRL's seed and the problem order (default: the run's `seed`)")
+    trainer_args: dict[str, Any] = Field(
+        default_factory=dict, description="more GRPOConfig settings, passed through as given (e.g. "
+        "gradient_accumulation_steps, gradient_checkpointing, deepspeed, fsdp, vllm_gpu_memory_utilization); the "
+        "ones set from the fields above are refused here")
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _grpo_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            return v
+        import dataclasses
+
+        from trl import GRPOConfig
+
+        known = {f.name for f in dataclasses.fields(GRPOConfig)}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            import difflib
+
+            hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, known, 1)) else k
+                     for k in unknown]
+            raise ValueError(f"not GRPOConfig settings: {', '.join(hints)}")
+        owned = sorted(set(v) & set(OWNED_TRAINER_ARGS))
+        if owned:
+            raise ValueError("set these through their own fields: " + ", ".join(
+                f"{k} -> {OWNED_TRAINER_ARGS[k]}" for k in owned))
+        return v
 
     @field_validator("report_to")
     @classmethod
@@ -212,6 +254,9 @@ class LoopConfig(Strict):
     eval_n: int = Field(64, ge=1, description="val examples evaluated after every cycle")
     test_n: int = Field(0, ge=0, description="at the end: test accuracy of the seed vs the best instruction on "
                         "the first N test examples of every task, written to result.json; 0 = skip")
+    wait_minutes: int = Field(480, ge=1, description="several processes (torchrun / accelerate launch): how long "
+                              "the others wait for the main one's GEPA round and evaluation before the job fails "
+                              "(the collective timeout)")
 
 
 class StageConfig(Strict):

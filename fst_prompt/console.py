@@ -11,6 +11,7 @@ also hides third-party deprecation warnings (`cli.filter_warnings`).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,9 @@ def quiet_third_party() -> None:
 
 
 def say(message: str) -> None:
-    """A console line that does not break an open progress bar."""
-    tqdm.write(message)
+    """A console line that does not break an open progress bar (the main process's only, under a launcher)."""
+    if os.environ.get("RANK", "0") == "0":
+        tqdm.write(message)
 
 
 class StepLog(TrainerCallback):
@@ -46,6 +48,7 @@ class StepLog(TrainerCallback):
     def __init__(self, path: Path, *, progress: bool = True) -> None:
         self.path, self.progress = Path(path), progress
         self.tags: dict[str, Any] = {}
+        self.trainer: Any = None  # its `last_batch` (problems used, population) joins each step's record
         self.bar: tqdm | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -56,7 +59,8 @@ class StepLog(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero or any(k.startswith(TRACKER_PREFIX) for k in logs):
             return
-        append_jsonl(self.path, {**self.tags, "step": state.global_step, "time": time.time(), **logs})
+        batch = (getattr(self.trainer, "last_batch", None) or {}) if "reward" in logs else {}  # a step's own log
+        append_jsonl(self.path, {**self.tags, "step": state.global_step, "time": time.time(), **logs, **batch})
         if self.bar is not None and "reward" in logs:
             self.bar.update(state.global_step - self.bar.n)
             self.bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs.get('kl', 0.0):.4f}", refresh=False)

@@ -29,6 +29,7 @@ import yaml
 from fst_prompt.baselines import majority_baseline
 from fst_prompt.config import RunConfig, redacted
 from fst_prompt.console import StepLog, quiet_third_party, say, to_tracker
+from fst_prompt.distributed import Processes, generating
 from fst_prompt.evaluate import evaluate
 from fst_prompt.fast.adapter import Scoring
 from fst_prompt.fast.population import Population
@@ -59,48 +60,62 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
     if mode.fast != "never":
         check_reflection_ready(config.reflection)
     quiet_third_party()
-    run_dir = Path(config.run_dir)
-    with run_lock(run_dir):  # one process per run directory
+    run_dir, procs = Path(config.run_dir), Processes(config.loop.wait_minutes)
+    progress = progress and procs.main
+    with contextlib.ExitStack() as main_only:  # what only the main process holds; its errors stop every process
+        procs.only_main(lambda: main_only.enter_context(run_lock(run_dir)))  # one job per run directory
         seed = seed_instructions(config, tasks[0])
-        state = _resumed_state(run_dir, config) if resume else _fresh_state(run_dir, config, seed)
-        with _proposer(config, mode, run_dir) as proposer:  # the reflection endpoint answers before anything starts
-            if not resume:
-                _start(run_dir, config, state)
-            elif proposer is not None:
-                _recall_rejected(proposer, run_dir, state)
-            steps = StepLog(run_dir / "steps.jsonl", progress=progress)
-            schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps])
-            while state.cycle < config.total_cycles:
-                stage = schedule.stage_for(state.cycle)
-                steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
-                population = Population.from_json(state.population)
-                if state.phase == "fast":
-                    if mode.fast_step_in(state.cycle):
-                        population = _fast_step(stage, population, proposer, config, mode, state, progress)
-                    _commit(state, run_dir, population, phase="slow" if mode.trains else "eval")
-                if state.phase == "slow":
-                    _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
-                               state)
-                    _commit(state, run_dir, population, phase="eval")
-                record = _evaluate(stage, tasks, population, config, state)
-                append_jsonl(run_dir / "metrics.jsonl", record)
-                to_tracker(stage.trainer, record)
-                say(_cycle_line(record, config.total_cycles))
-                if state.cycle == config.total_cycles - 1 and config.loop.test_n:
-                    _test(stage, tasks, population, config, run_dir)
-                state.cycle += 1
-                _commit(state, run_dir, population, phase="fast")
-        _finish(run_dir, config)
+        state = (procs.on_main(_resumed_state, run_dir, config) if resume else
+                 procs.on_main(_fresh_state, run_dir, config, seed))
+        # the reflection endpoint answers before anything starts; only the main process runs fast steps
+        proposer = procs.only_main(lambda: main_only.enter_context(_proposer(config, mode, run_dir)))
+        if not resume:
+            procs.on_main(_start, run_dir, config, state)
+        elif proposer is not None:
+            _recall_rejected(proposer, run_dir, state)
+        steps = StepLog(run_dir / "steps.jsonl", progress=progress)
+        schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps], processes=procs.count)
+        while state.cycle < config.total_cycles:
+            stage = schedule.stage_for(state.cycle)
+            steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
+            steps.trainer = stage.trainer
+            population = Population.from_json(state.population)
+            if state.phase == "fast":
+                if mode.fast_step_in(state.cycle):
+                    with generating(stage.trainer):
+                        population = procs.on_main(_fast_step, stage, population, proposer, config, mode,
+                                                   state, progress)
+                state = _commit(procs, state, run_dir, population, phase="slow" if mode.trains else "eval")
+            if state.phase == "slow":
+                _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
+                           state, procs)
+                state = _commit(procs, state, run_dir, population, phase="eval")
+            with generating(stage.trainer):
+                procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir)
+            state.cycle += 1
+            state = _commit(procs, state, run_dir, population, phase="fast")
+        procs.on_main(_finish, run_dir, config)
     return state
+
+
+def _evaluate_and_log(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
+                      run_dir: Path) -> None:
+    record = _evaluate(stage, tasks, population, config, state)
+    append_jsonl(run_dir / "metrics.jsonl", record)
+    to_tracker(stage.trainer, record)
+    say(_cycle_line(record, config.total_cycles))
+    if state.cycle == config.total_cycles - 1 and config.loop.test_n:
+        _test(stage, tasks, population, config, run_dir)
 
 
 def _fast_step(stage: Stage, population: Population, proposer: Proposer, config: RunConfig, mode: Mode,
                state: RunState, progress: bool) -> Population:
     """A GEPA round under the current weights, anchored on the problems the next RL steps use."""
-    T, B = config.loop.steps_per_cycle, config.rl.problems_per_step
+    T, B = config.loop.steps_per_cycle, stage.problems_per_step  # B: over all processes
     first = (state.cycle - stage.first_cycle) * T * B  # position in the stage's problem order
     n = config.gepa.anchor_size or mode.anchor_steps(T, stage.cycles) * B
-    anchor = [stage.task.train[i] for i in upcoming_problems(stage.order, first, n)]
+    indices = upcoming_problems(stage.order, first, n)
+    anchor = [stage.task.train[i] for i in indices]
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · fast step: GEPA round on {n} {stage.task.name} problems")
     run_dir = Path(config.run_dir)
     population, record = gepa_round(population, stage.task, stage.policy, anchor, proposer, config.gepa,
@@ -108,7 +123,7 @@ def _fast_step(stage: Stage, population: Population, proposer: Proposer, config:
                                     work_dir=run_dir / "gepa" / f"cycle-{state.cycle}", log_path=run_dir / "gepa.log",
                                     progress=progress)
     state.ledger.add_round(record)
-    append_jsonl(run_dir / "rounds.jsonl", {"task": stage.task.name, **record.to_json()})
+    append_jsonl(run_dir / "rounds.jsonl", {"task": stage.task.name, "anchor": indices, **record.to_json()})
     say(f"  {record.proposals_accepted}/{record.proposals_tried} proposals accepted "
         f"({sum(record.proposal_failures.values())} unusable); {record.policy_rollouts} rollouts; best anchor "
         f"score {record.best_score:.3f}; {record.seconds:.0f} s")
@@ -135,22 +150,25 @@ def gepa_scoring(config: RunConfig, mode: Mode, cycle: int) -> Scoring:
                    seed=(g.seed or 0) * 100_003 + cycle)
 
 
-def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, state: RunState) -> None:
+def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, state: RunState,
+               procs: Processes) -> None:
     """Train to the end of this cycle's T steps, resuming TRL from its last checkpoint (optimizer, RNG, data)."""
     t0, trainer, T = time.perf_counter(), stage.trainer, config.loop.steps_per_cycle
     target = (state.cycle - stage.first_cycle + 1) * T
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · slow step: RL steps {target - T + 1}-{target} of "
-        f"{stage.task.name} with {len(contexts)} context(s)")
+        f"{stage.task.name} with {len(contexts)} context(s)" + (f", {procs.count} processes" * (procs.count > 1)))
     trainer.set_population(contexts)
     trainer.args.max_steps = target
     reward, errors0 = trainer.reward_funcs[0], getattr(trainer.reward_funcs[0], "errors", 0)
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(Path(trainer.args.output_dir)))
-    if getattr(reward, "errors", 0) > errors0:
-        state.ledger.rl_metric_errors += reward.errors - errors0
-        say(f"  the metric raised on {reward.errors - errors0} RL completions (scored 0); last: {reward.last_error}")
-    args = trainer.args
+    # the main process removes a checkpoint a crash left half-written; every process resumes from the same one
+    checkpoint = procs.on_main(last_complete_checkpoint, Path(trainer.args.output_dir))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    errors = procs.sum(getattr(reward, "errors", 0) - errors0)  # every process scores its own rollouts
+    if errors:
+        state.ledger.rl_metric_errors += errors
+        say(f"  the metric raised on {errors} RL completions (scored 0); last: {getattr(reward, 'last_error', None)}")
     state.ledger.rl_steps = stage.first_cycle * T + trainer.state.global_step
-    state.ledger.rl_rollouts = state.ledger.rl_steps * args.per_device_train_batch_size * args.world_size
+    state.ledger.rl_rollouts = state.ledger.rl_steps * stage.problems_per_step * config.rl.num_generations
     state.ledger.slow_seconds += time.perf_counter() - t0
 
 
@@ -246,7 +264,7 @@ def _resumed_state(run_dir: Path, config: RunConfig) -> RunState:
     state = RunState.load(run_dir)
     now = config_fields(redacted(config.model_dump()))
     if state.config is not None:
-        changed = changed_fields(state.config, now)
+        changed = changed_fields(state.config, now, config_fields(redacted(RunConfig.model_construct().model_dump())))
         if changed:
             shown = "; ".join(f"{k}: {_short(state.config.get(k))} -> {_short(now.get(k))}" for k in changed[:5])
             raise ValueError(f"cannot resume {run_dir} with a changed config ({shown}): these decide which problems, "
@@ -269,9 +287,12 @@ def _finish(run_dir: Path, config: RunConfig) -> None:
         say(f"wrote {path}")
 
 
-def _commit(state: RunState, run_dir: Path, population: Population, *, phase: str) -> None:
+def _commit(procs: Processes, state: RunState, run_dir: Path, population: Population, *, phase: str) -> RunState:
+    """The main process writes the state; every process goes on with the main one's (population, ledger)."""
     state.population, state.phase = population.to_json(), phase
-    state.save(run_dir)
+    if procs.main:
+        state.save(run_dir)
+    return procs.share(state)
 
 
 def _cycle_line(r: dict[str, Any], total: int) -> str:

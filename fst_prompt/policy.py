@@ -77,13 +77,16 @@ class Policy:
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant
 
     @classmethod
-    def load(cls, name_or_path: str | Path, *, device: str = "cpu", **kwargs: Any) -> Policy:
-        """Resolve a model name (see `models.py`) and load it in fp32 on `device`."""
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def load(cls, name_or_path: str | Path, *, device: str | None = None, dtype: str = "auto",
+             **kwargs: Any) -> Policy:
+        """Resolve a model name (see `models.py`) and load it on `device` (default: the GPU when there is one)
+        in `dtype` (`PolicyConfig.dtype`; auto: fp32 on CPU, bf16 on GPU)."""
+        from transformers import AutoTokenizer
+
+        from fst_prompt.device import load_causal_lm
 
         path = resolve_model(name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(device)
+        model = load_causal_lm(path, dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, name=str(name_or_path), **kwargs)
 
@@ -122,7 +125,8 @@ class Policy:
             was_training = self.model.training
             self.model.eval()
             with (torch.random.fork_rng(devices=[]), torch.inference_mode(),
-                  WeightFirstLinear() if self.weight_first else contextlib.nullcontext()):
+                  WeightFirstLinear() if self.weight_first and self.model.device.type == "cpu"  # measured on CPU
+                  else contextlib.nullcontext()):
                 torch.manual_seed(self.seed * 1_000_003 + self.stats.generate_calls)
                 completions = decode(self.model, prompts, pick=pick, max_new_tokens=sampling.max_new_tokens,
                                      stop_ids=self.stop_ids, pad_id=self.tokenizer.pad_token_id)

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fst_prompt.config import RunConfig
+from fst_prompt.device import load_causal_lm, trainer_dtype
 from fst_prompt.models import resolve_model
 from fst_prompt.modes import Mode
 from fst_prompt.policy import Policy, Sampling
@@ -38,6 +37,7 @@ class Stage:
     trainer: Any  # None when the weights do not train (gepa mode)
     policy: Policy
     kl_base: Any  # the KL probe's base model (None: LoRA adapter disabled, or no trainer)
+    problems_per_step: int  # problems one optimizer step uses, over all processes and accumulated micro-batches
 
 
 def load_tasks(config: RunConfig) -> list[Task]:
@@ -78,9 +78,11 @@ class Schedule:
     """Hands out the stage of each cycle, building a stage's trainer and policy when the task changes."""
 
     def __init__(self, config: RunConfig, tasks: list[Task], mode: Mode, run_dir: Path,
-                 callbacks: list[Any] | None = None) -> None:
+                 callbacks: list[Any] | None = None, processes: int = 1) -> None:
         self.config, self.tasks, self.mode, self.run_dir = config, tasks, mode, Path(run_dir)
         self.callbacks = callbacks or []
+        accumulation = config.rl.trainer_args.get("gradient_accumulation_steps", 1)
+        self.problems_per_step = config.rl.problems_per_step * processes * accumulation
         self.current: Stage | None = None
         self.starts = [0]
         for spec in config.stages():
@@ -99,31 +101,31 @@ class Schedule:
         order = problem_order(len(task.train), config.rl.seed + index)
         if not self.mode.trains:
             policy = previous.policy if previous else Policy.load(pc.model, batch_size=pc.batch_size, seed=pc.seed,
-                                                                   sampling=sampling, weight_first=pc.weight_first)
-            return Stage(index, self.starts[index], cycles, task, order, None, policy, None)
+                                                                   sampling=sampling, weight_first=pc.weight_first,
+                                                                   dtype=pc.dtype)
+            return Stage(index, self.starts[index], cycles, task, order, None, policy, None, self.problems_per_step)
         base = resolve_model(pc.model)
         model = previous.trainer.model if previous else self._weights_before(index)
         trainer = build_trainer(task, base, config.rl, checkpoint_dir(self.run_dir, config, index),
                                 max_steps=cycles * T, order=order, model=model, callbacks=self.callbacks,
-                                weight_first=pc.weight_first, shuffle_dataset=False)
+                                weight_first=pc.weight_first, dtype=pc.dtype, shuffle_dataset=False,
+                                ddp_timeout=config.loop.wait_minutes * 60, **config.rl.trainer_args)
         resumed = last_complete_checkpoint(checkpoint_dir(self.run_dir, config, index), remove_partial=False)
         if resumed:  # a resumed stage: its next GEPA round and evaluation must see the trained weights, not the
             trainer._load_from_checkpoint(resumed)  # base's (TRL's own loader: full weights or the LoRA adapter)
         policy = Policy(trainer.model, trainer.processing_class, batch_size=pc.batch_size, seed=pc.seed,
                         sampling=sampling, name=pc.model, weight_first=pc.weight_first)
         kl_base = previous.kl_base if previous else probe_base(trainer, base)
-        return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base)
+        return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base, self.problems_per_step)
 
     def _weights_before(self, index: int) -> Any:
         """None (the base model) for the first stage; else the previous stage's last complete checkpoint."""
         if index == 0:
             return None
-        from transformers import AutoModelForCausalLM
-
-        last = last_complete_checkpoint(checkpoint_dir(self.run_dir, self.config, index - 1))
+        last = last_complete_checkpoint(checkpoint_dir(self.run_dir, self.config, index - 1), remove_partial=False)
         if last is None:
             raise FileNotFoundError(f"cannot resume stage {index}: stage {index - 1} left no complete checkpoint")
-        return AutoModelForCausalLM.from_pretrained(last, dtype=torch.float32)
+        return load_causal_lm(last, trainer_dtype(self.config.policy.dtype), device="cpu")  # the trainer places it
 
 
 def forgetting_matrix(cycles: list[dict[str, Any]]) -> dict[str, Any]:

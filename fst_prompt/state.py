@@ -173,12 +173,19 @@ def config_fields(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 SAFE_TO_CHANGE = ("loop.cycles", "loop.eval_n", "loop.test_n", "policy.batch_size", "policy.weight_first",
                   "reflection.base_url", "reflection.api_key_env", "reflection.timeout_s", "reflection.retries",
                   "reflection.backoff_s", "reflection.threads", "rl.report_to", "gepa.use_wandb", "gepa.use_mlflow",
-                  "run_dir")
+                  "loop.wait_minutes", "run_dir")
 
 
-def changed_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Dotted paths whose values differ between two `config_fields` dumps, except the safe ones."""
-    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in SAFE_TO_CHANGE)
+def changed_fields(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any] | None = None) -> list[str]:
+    """Dotted paths whose values differ between two `config_fields` dumps, except the safe ones. A field the
+    old dump lacks (added to fst-prompt since the run started) counts as changed only when `new` sets it to
+    something other than its default."""
+    defaults = defaults or {}
+    def differs(k: str) -> bool:
+        if k not in old and k in defaults:
+            return new.get(k) != defaults[k]
+        return old.get(k) != new.get(k)
+    return sorted(k for k in set(old) | set(new) if k not in SAFE_TO_CHANGE and differs(k))
 
 
 def last_complete_checkpoint(checkpoints: Path, *, remove_partial: bool = True) -> str | None:

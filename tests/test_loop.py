@@ -98,7 +98,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     real_slow = loop._slow_step
     calls = {"n": 0}
 
-    def crashing_slow(stage, contexts, cfg_, state):
+    def crashing_slow(stage, contexts, cfg_, state, procs):
         calls["n"] += 1
         if calls["n"] == 2:  # the second cycle's slow phase
             if crash_in in ("middle_of_slow", "mid_checkpoint_write"):
@@ -108,7 +108,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
             if crash_in == "mid_checkpoint_write":  # killed while saving: the Trainer writes trainer_state.json last
                 (tmp_path / "b" / "run" / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()
             raise KeyboardInterrupt("simulated crash")
-        return real_slow(stage, contexts, cfg_, state)
+        return real_slow(stage, contexts, cfg_, state, procs)
 
     monkeypatch.setattr(loop, "_slow_step", crashing_slow)
     with pytest.raises(KeyboardInterrupt):

@@ -35,12 +35,14 @@ def probe_conversations(task: Task, n: int) -> list[list[dict[str, str]]]:
 
 def probe_base(trainer: Any, model_path: Path) -> Any:
     """The probe's base model: TRL's reference model when beta > 0 (no second copy), None for LoRA (the
-    adapter is disabled instead), else — beta = 0, where TRL keeps no reference — a loaded copy."""
+    adapter is disabled instead), else — beta = 0, where TRL keeps no reference — a copy loaded on the
+    trained model's device, in its dtype."""
     if trainer.ref_model is not None or hasattr(trainer.model, "disable_adapter"):
         return trainer.ref_model
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    model = trainer.model
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=model.dtype).to(model.device).eval()
 
 
 def kl_to_base(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *, base: Any = None,

@@ -14,6 +14,8 @@ With LoRA the reference model is the base with the adapter disabled (TRL), so no
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from fst_prompt.config import RLConfig
 from fst_prompt.decoding import WeightFirstLinear
+from fst_prompt.device import load_causal_lm, mixed_precision_flags, trainer_dtype
 from fst_prompt.render import render
 from fst_prompt.slow.contexts import assign_contexts
 from fst_prompt.slow.reward import TaskReward
@@ -43,6 +46,7 @@ class PopulationGRPOTrainer(GRPOTrainer):
             )
         self.task = task
         self.weight_first = weight_first
+        self.last_batch: dict[str, Any] = {}  # the last generation batch: its problems and population, all processes
         self.predictor = task.predictors[0][0]
         self.contexts = [task.seed_instructions()]
         super().__init__(**kwargs)
@@ -71,12 +75,27 @@ class PopulationGRPOTrainer(GRPOTrainer):
             example = self.task.train[row["example_index"]]
             prompt = render(self.task, example, self.contexts[k].get(self.predictor))
             rows.append({**row, "prompt": prompt, "context_index": k})
+        self.last_batch = self._batch_record(inputs)
         return super()._generate_and_score_completions(rows)
+
+    def _batch_record(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The problems of this generation batch over every process (in RL's order) and the population's
+        fingerprint, which must be the same on every process."""
+        problems = list(dict.fromkeys(row["example_index"] for row in inputs))
+        fingerprint = hashlib.sha256(json.dumps(self.contexts, sort_keys=True).encode()).hexdigest()[:16]
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            parts = gather_object([(problems, fingerprint)])
+            if len({f for _, f in parts}) > 1:
+                raise RuntimeError(f"the processes train with different populations: {[f for _, f in parts]}")
+            problems = [i for part, _ in parts for i in part]
+        return {"problems": problems, "population": fingerprint}
 
     def _generate_single_turn(self, *args: Any, **kwargs: Any):
         # transformers' `generate` samples the rollouts (no vLLM): the same sampling, with the policy's faster
         # GEMMs at decode's few rows (decoding.WeightFirstLinear; PolicyConfig.weight_first)
-        fast = self.weight_first and not self.use_vllm
+        fast = self.weight_first and not self.use_vllm and self.accelerator.device.type == "cpu"  # measured on CPU
         with WeightFirstLinear() if fast else contextlib.nullcontext():
             return super()._generate_single_turn(*args, **kwargs)
 
@@ -111,8 +130,7 @@ def train_dataset(task: Task, order: list[int] | None = None):
     return Dataset.from_list([{"prompt": render(task, task.train[i]), "example_index": i} for i in order])
 
 
-def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, **overrides: Any) -> GRPOConfig:
-    cuda = torch.cuda.is_available()
+def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, dtype: str = "auto", **overrides: Any) -> GRPOConfig:
     kwargs: dict[str, Any] = dict(
         output_dir=str(output_dir), max_steps=max_steps, learning_rate=rl.learning_rate,
         per_device_train_batch_size=rl.problems_per_step * rl.num_generations,
@@ -122,7 +140,7 @@ def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, **overrides: Any) 
         optim="adamw_torch", weight_decay=0.0, seed=rl.seed or 0, logging_steps=1, report_to=rl.report_to,
         disable_tqdm=True,  # the run's console shows its own step bar (console.py), not TRL's dict lines
         save_strategy="steps", save_steps=rl.save_every, save_total_limit=2, save_only_model=False,
-        bf16=cuda and torch.cuda.is_bf16_supported(), use_cpu=not cuda, gradient_checkpointing=False,
+        **mixed_precision_flags(dtype), gradient_checkpointing=False,
         log_completions=True, num_completions_to_print=0, dataloader_num_workers=0,
         use_vllm=rl.use_vllm, vllm_mode=rl.vllm_mode,
     )
@@ -132,7 +150,7 @@ def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, **overrides: Any) 
 def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, *, max_steps: int,
                   contexts: list[dict[str, str]] | None = None, callbacks: list | None = None,
                   trainer_class: type[GRPOTrainer] = PopulationGRPOTrainer, order: list[int] | None = None,
-                  model: Any = None, weight_first: bool = True, **overrides: Any) -> GRPOTrainer:
+                  model: Any = None, weight_first: bool = True, dtype: str = "auto", **overrides: Any) -> GRPOTrainer:
     """A trainer with paper defaults, training for `max_steps` optimizer steps in all (the loop trains it
     in slices of T steps). `trainer_class=GRPOTrainer` gives the plain baseline (bench).
 
@@ -141,12 +159,13 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, 
 
     `model`: train these weights (e.g. the live model of a previous continual stage) instead of loading
     `model_path`; the KL reference is still the model at `model_path`. `weight_first`: see
-    `PolicyConfig.weight_first` (ours only; the plain baseline generates as TRL does).
+    `PolicyConfig.weight_first` (ours only; the plain baseline generates as TRL does). `dtype`: see
+    `PolicyConfig.dtype` (device.py). `overrides`: more GRPOConfig settings (`RLConfig.trainer_args`).
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    if model is None:
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    if model is None:  # loaded on the CPU: the trainer places it (this process's GPU under a launcher)
+        model = load_causal_lm(model_path, trainer_dtype(dtype), device="cpu")
     model.config._name_or_path = str(model_path)  # TRL loads the reference (beta > 0) from here
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     peft_config = None
@@ -155,7 +174,7 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, 
 
         peft_config = LoraConfig(r=rl.lora_r, lora_alpha=2 * rl.lora_r, target_modules="all-linear",
                                  task_type="CAUSAL_LM")
-    args = grpo_args(rl, output_dir, max_steps, **overrides)
+    args = grpo_args(rl, output_dir, max_steps, dtype, **overrides)
     kwargs: dict[str, Any] = dict(model=model, reward_funcs=TaskReward(task), args=args,
                                   train_dataset=train_dataset(task, order),
                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)

@@ -1,0 +1,98 @@
+"""`fst run` on two CPU processes (`torchrun --nproc_per_node 2`: accelerate's MULTI_CPU mode, gloo), the tiny
+model and a scripted reflection endpoint: one GEPA round and one set of writes per cycle, every process
+training with the same population on the problems the round was anchored on, and a `kill -9` of the launcher
+followed by `--resume` (slow: real processes)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fst_prompt.state import RunState
+from tests.scripted import FakeOpenAI
+from tests.test_loop import config as loop_config
+
+
+def write_config(path: Path, run_dir: Path, tiny_path: Path, endpoint: str) -> Path:
+    cfg = loop_config(path.parent / path.stem, tiny_path, endpoint, loop__steps_per_cycle=2, loop__cycles=2,
+                      rl__max_completion_length=8, gepa__max_metric_calls=8)
+    path.write_text(yaml.safe_dump(cfg.model_dump() | {"run_dir": str(run_dir)}))
+    return path
+
+
+def torchrun(*args: str) -> subprocess.Popen:
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), "-m", "fst_prompt.cli", *args]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # its own process group: kill -9 reaches the workers too
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def ledger(run_dir: Path) -> dict:
+    state = RunState.load(run_dir)
+    return {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")} | {"cycle": state.cycle}
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_fast_step_once_and_train_on_its_anchor(tmp_path, tiny_path, endpoint):
+    run_dir = tmp_path / "two"
+    proc = torchrun("run", str(write_config(tmp_path / "a.yaml", run_dir, tiny_path, endpoint)))
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-4000:]
+
+    state = RunState.load(run_dir)
+    assert state.cycle == 2 and state.ledger.rl_steps == 4
+    assert state.ledger.rl_rollouts == 4 * (2 * 2) * 2  # steps x (B problems x 2 processes) x G
+    metrics, rounds, steps = (lines(run_dir / f) for f in ("metrics.jsonl", "rounds.jsonl", "steps.jsonl"))
+    assert [m["cycle"] for m in metrics] == [0, 1]  # one line per cycle, not one per process
+    assert [r["cycle"] for r in rounds] == [0, 1]  # one GEPA round per cycle ...
+    # ... and only the main process called the endpoint: its start-up check and the rounds' calls
+    assert len(FakeOpenAI.auth_headers) == 1 + state.ledger.reflection_calls
+    trained = [s for s in steps if "problems" in s]
+    assert [s["step"] for s in trained] == [1, 2, 3, 4]
+    for r in rounds:  # the anchor is every problem both processes used in the cycle's two steps
+        used = [i for s in trained if s["cycle"] == r["cycle"] for i in s["problems"]]
+        assert len(used) == 2 * 2 * 2 and sorted(used) == sorted(r["anchor"])
+    for cycle in (0, 1):  # one population per cycle, the same on both processes (the trainer checks that)
+        assert len({s["population"] for s in trained if s["cycle"] == cycle}) == 1
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_launcher_then_resume_on_two_processes(tmp_path, tiny_path, endpoint):
+    reference = tmp_path / "reference"
+    proc = torchrun("run", str(write_config(tmp_path / "a.yaml", reference, tiny_path, endpoint)))
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-4000:]
+
+    run_dir = tmp_path / "killed"
+    config = write_config(tmp_path / "b.yaml", run_dir, tiny_path, endpoint)
+    proc = torchrun("run", str(config))
+    deadline = time.time() + 600
+    while time.time() < deadline:  # the second cycle's slow phase has checkpointed a step: kill -9 everything
+        state_file = run_dir / "state.json"
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            if state["cycle"] == 1 and state["phase"] == "slow" and (run_dir / "checkpoints" / "checkpoint-3").exists():
+                break
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    resumed = torchrun("run", str(config), "--resume")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-4000:]
+    assert ledger(run_dir) == ledger(reference)
+    assert [m["cycle"] for m in lines(run_dir / "metrics.jsonl")] == [0, 1]
