@@ -18,10 +18,12 @@ import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage, response_to_events
+from dspy.utils.callback import BaseCallback
 
 from fst_prompt.policy import Conversation, Generation, Policy, Sampling
 
@@ -52,6 +54,30 @@ def _next_seed() -> int | None:
         return None
     box[0] += 1
     return box[0] - 1
+
+
+# The predictor whose call is running (set by `ModuleNames`, a DSPy callback), so that each captured
+# completion says which module of a multi-predictor program wrote it.
+_module: contextvars.ContextVar[tuple[str, dict] | None] = contextvars.ContextVar("fst_module", default=None)
+
+
+class ModuleNames(BaseCallback):
+    """A DSPy callback naming the running predictor of `program` (its `named_predictors` name)."""
+
+    def __init__(self, program: dspy.Module) -> None:
+        self.names = {id(p): name for name, p in program.named_predictors()}
+        self.tokens: dict[str, contextvars.Token] = {}
+
+    def on_module_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        if id(instance) in self.names:
+            given = inputs.get("kwargs", inputs)  # Predict.__call__(self, **kwargs): the predictor's input fields
+            self.tokens[call_id] = _module.set((self.names[id(instance)], {k: v for k, v in given.items()
+                                                                          if k not in ("self", "args")}))
+
+    def on_module_end(self, call_id: str, outputs: Any, exception: Exception | None = None) -> None:
+        token = self.tokens.pop(call_id, None)
+        if token is not None:
+            _module.reset(token)
 
 
 @contextlib.contextmanager
@@ -98,7 +124,8 @@ class BatchingEngine:
         gen: Generation = pending.future.result()
         calls = _captured.get()
         if calls is not None:
-            calls.append(gen)
+            module = _module.get()
+            calls.append(replace(gen, module=module[0], module_inputs=module[1]) if module else gen)
         return Response(
             id=None,
             model=self.policy.name,

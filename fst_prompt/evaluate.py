@@ -7,6 +7,7 @@ fails, is a score of 0 with feedback naming the failure, never an exception.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -17,8 +18,8 @@ import dspy
 from dspy.utils.exceptions import AdapterParseError
 from tqdm.auto import tqdm
 
-from fst_prompt.engine import BatchingEngine, capture, policy_lm, seeded
-from fst_prompt.policy import Policy, Sampling
+from fst_prompt.engine import BatchingEngine, ModuleNames, capture, policy_lm, seeded
+from fst_prompt.policy import Generation, Policy, Sampling
 from fst_prompt.render import make_adapter, parse_failure_feedback
 from fst_prompt.task import Feedback, Task
 
@@ -43,6 +44,7 @@ class Rollout:
     completions: list[str]  # every LM call the program made for this example, in order
     completion_tokens: int
     truncated: bool  # some call hit max_new_tokens before the end of its turn
+    calls: list[Generation] = field(default_factory=list, repr=False)  # with token ids and module: not in to_json
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,10 @@ class EvalResult:
         return {k: v for k, v in asdict(self).items() if k != "rollouts"}
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        for r in out["rollouts"]:
+            r.pop("calls", None)
+        return out
 
 
 def evaluate(
@@ -111,23 +116,35 @@ def run_rollouts(
     *,
     sampling: Sampling | None = None,
     seeds: list[int] | None = None,
+    per_example: list[dict[str, str]] | None = None,
 ) -> list[Rollout]:
     """One rollout per example (in order), the program run as plain DSPy on the live policy.
 
     One thread per batch slot: the engine turns their concurrent calls into batched generates.
     `desc` shows a progress bar with that label; None shows none. `sampling` replaces the policy's own
-    settings; `seeds` (one per example) makes each sampled rollout depend only on its example and seed.
+    settings; `seeds` (one per example) makes each sampled rollout depend only on its example and seed;
+    `per_example` gives each example its own instructions (RL's population mixing) instead of `instructions`.
     """
     if seeds is not None and len(seeds) != len(examples):
         raise ValueError(f"{len(seeds)} seeds for {len(examples)} examples")
-    program = task.with_instructions(instructions)
+    if per_example is not None and len(per_example) != len(examples):
+        raise ValueError(f"{len(per_example)} instruction sets for {len(examples)} examples")
+    programs: dict[str, dspy.Module] = {}
+
+    def program_for(i: int) -> dspy.Module:
+        chosen = instructions if per_example is None else per_example[i]
+        key = json.dumps(chosen, sort_keys=True)
+        if key not in programs:
+            programs[key] = task.with_instructions(chosen)
+        return programs[key]
+
     settings = {} if sampling is None else {"temperature": sampling.temperature, "top_p": sampling.top_p,
                                             "max_tokens": sampling.max_new_tokens}
     lm = policy_lm(policy, engine=BatchingEngine(policy), **settings)
     adapter = make_adapter(task.adapter)
     seeds = seeds or [None] * len(examples)
     with ThreadPoolExecutor(max_workers=policy.batch_size) as pool:
-        futures = [pool.submit(_rollout, task, program, lm, adapter, ex, i, seed)
+        futures = [pool.submit(_rollout, task, program_for(i), lm, adapter, ex, i, seed)
                    for i, (ex, seed) in enumerate(zip(examples, seeds, strict=True))]
         bar = tqdm(as_completed(futures), total=len(futures), disable=desc is None, desc=desc, unit="ex")
         return sorted((f.result() for f in bar), key=lambda r: r.index)
@@ -138,7 +155,8 @@ def _rollout(
     seed: int | None = None,
 ) -> Rollout:
     prediction, parsed = None, True
-    with dspy.context(lm=lm, adapter=adapter), capture() as calls, seeded(seed):
+    with (dspy.context(lm=lm, adapter=adapter, callbacks=[ModuleNames(program)]), capture() as calls,
+          seeded(seed)):
         try:
             pred = program(**example.inputs())
             feedback = task.score(example, pred)
@@ -158,4 +176,5 @@ def _rollout(
         completions=[c.text for c in calls],
         completion_tokens=sum(c.completion_tokens for c in calls),
         truncated=any(c.finish_reason == "length" for c in calls),
+        calls=list(calls),
     )

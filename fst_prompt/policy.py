@@ -40,6 +40,10 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+    prompt_ids: tuple[int, ...] = ()  # the tokens the model saw and wrote (RL trains on them)
+    ids: tuple[int, ...] = ()
+    module: str | None = None  # the predictor that made the call, and its inputs (set by engine.capture)
+    module_inputs: dict | None = None
 
 
 @dataclass
@@ -131,20 +135,22 @@ class Policy:
                 completions = decode(self.model, prompts, pick=pick, max_new_tokens=sampling.max_new_tokens,
                                      stop_ids=self.stop_ids, pad_id=self.tokenizer.pad_token_id)
             self.model.train(was_training)
-            gens = [self._generation(ids, len(prompt)) for ids, prompt in zip(completions, prompts, strict=True)]
+            gens = [self._generation(ids, prompt) for ids, prompt in zip(completions, prompts, strict=True)]
             self.stats.generate_calls += 1
             self.stats.rollouts += len(gens)
             self.stats.completion_tokens += sum(g.completion_tokens for g in gens)
             self.stats.seconds += time.perf_counter() - t0
         return gens
 
-    def _generation(self, ids: list[int], prompt_tokens: int) -> Generation:
+    def _generation(self, ids: list[int], prompt: list[int]) -> Generation:
         stopped = ids[-1] in self.stop_ids
         return Generation(
             text=self.tokenizer.decode(ids, skip_special_tokens=True),
-            prompt_tokens=prompt_tokens,
+            prompt_tokens=len(prompt),
             completion_tokens=len(ids),
             finish_reason="stop" if stopped else "length",
+            prompt_ids=tuple(prompt),
+            ids=tuple(ids),
         )
 
 

@@ -110,7 +110,9 @@ class TaskAdapter(GEPAAdapter):
     def make_reflective_dataset(self, candidate: dict[str, str], eval_batch: EvaluationBatch,
                                 components_to_update: list[str]) -> Mapping[str, Sequence[Mapping[str, Any]]]:
         shown = shown_to_reflection(eval_batch.trajectories or [], self.records)
-        return {name: [_record(t["example"], t["scored"]) for t in shown] for name in components_to_update}
+        own = len(self.task.predictors) > 1  # each predictor sees its own calls, not the program's
+        return {name: [_record(t["example"], t["scored"], name if own else None) for t in shown]
+                for name in components_to_update}
 
 
 def shown_to_reflection(trajectories: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
@@ -129,10 +131,18 @@ def example_id(example: dspy.Example) -> str:
     return hashlib.sha1(json.dumps(dict(example.inputs()), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _record(example: dspy.Example, scored: Scored) -> dict[str, Any]:
-    """One reply (the first wrong one, if any: it shows what to fix) with its feedback."""
+def _record(example: dspy.Example, scored: Scored, predictor: str | None = None) -> dict[str, Any]:
+    """One reply (the first wrong one, if any: it shows what to fix) with its feedback. With `predictor` (a
+    multi-predictor program), that predictor's own inputs and reply in the rollout; the feedback is the
+    program's."""
     shown = next((r for r in scored.rollouts if r.score < 1.0), scored.rollouts[0])
-    reply = "\n---\n".join(shown.completions) if shown.completions else "(no reply)"
+    inputs, reply = dict(example.inputs()), "\n---\n".join(shown.completions) if shown.completions else "(no reply)"
+    if predictor is not None:
+        own = [c for c in shown.calls if c.module == predictor]
+        if own:
+            inputs, reply = dict(own[0].module_inputs or inputs), "\n---\n".join(c.text for c in own)
+        else:
+            reply = f"({predictor} was not reached: the program stopped at an earlier module)"
     n, right = len(scored.rollouts), sum(r.score >= 1.0 for r in scored.rollouts)
     feedback = shown.feedback if n == 1 else f"{right} of {n} sampled replies were correct. This one: {shown.feedback}"
-    return {"Inputs": dict(example.inputs()), "Generated Outputs": reply, "Feedback": feedback}
+    return {"Inputs": inputs, "Generated Outputs": reply, "Feedback": feedback}

@@ -29,8 +29,9 @@ class KLEstimate:
 
 
 def probe_conversations(task: Task, n: int) -> list[list[dict[str, str]]]:
-    """The fixed probe set: the first n val prompts, rendered with the task's seed instruction."""
-    return [render(task, ex) for ex in task.val[:n]]
+    """The fixed probe set: the first n val prompts, rendered with the task's seed instruction (for a
+    multi-predictor program, its first predictor's: the prompts the program's inputs alone determine)."""
+    return [render(task, ex, predictor=task.predictors[0][0]) for ex in task.val[:n]]
 
 
 def probe_base(trainer: Any, model_path: Path) -> Any:

@@ -24,7 +24,13 @@ class TaskReward:
         self.last_error = ""
 
     def __call__(self, prompts: list, completions: list, example_index: list[int],
-                 context_index: list[int] | None = None, log_metric: Any = None, **_: Any) -> list[float]:
+                 context_index: list[int] | None = None, log_metric: Any = None,
+                 rollout_score: list[float] | None = None, module: list[str] | None = None,
+                 module_ran: list[bool] | None = None, **_: Any) -> list[float]:
+        if rollout_score is not None:  # a module call of a multi-predictor program: its rollout's reward
+            self._log_modules(log_metric, rollout_score, module, module_ran)
+            self._log_contexts(log_metric, context_index, rollout_score)
+            return [float(s) for s in rollout_score]
         scores = []
         for completion, idx in zip(completions, example_index, strict=True):
             text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
@@ -39,10 +45,29 @@ class TaskReward:
             if not math.isfinite(feedback.score):
                 raise FloatingPointError(f"reward is {feedback.score} for train example {idx}")
             scores.append(feedback.score)
-        if log_metric is not None and context_index is not None:
-            by_context: dict[int, list[float]] = defaultdict(list)
-            for k, s in zip(context_index, scores, strict=True):
-                by_context[k].append(s)
-            for k, values in sorted(by_context.items()):
-                log_metric(f"reward/context_{k}", sum(values) / len(values))
+        self._log_contexts(log_metric, context_index, scores)
         return scores
+
+    @staticmethod
+    def _log_contexts(log_metric: Any, context_index: list[int] | None, scores: list[float]) -> None:
+        if log_metric is None or context_index is None:
+            return
+        by_context: dict[int, list[float]] = defaultdict(list)
+        for k, s in zip(context_index, scores, strict=True):
+            by_context[k].append(s)
+        for k, values in sorted(by_context.items()):
+            log_metric(f"reward/context_{k}", sum(values) / len(values))
+
+    @staticmethod
+    def _log_modules(log_metric: Any, scores: list[float], module: list[str] | None,
+                     ran: list[bool] | None) -> None:
+        """Per module: the mean reward of the rollouts whose call of it is trained on, and the share of
+        rollouts that reached it."""
+        if log_metric is None or module is None or ran is None:
+            return
+        for name in dict.fromkeys(module):
+            rows = [(s, r) for s, m, r in zip(scores, module, ran, strict=True) if m == name]
+            trained = [s for s, r in rows if r]
+            log_metric(f"module/{name}/reached", sum(r for _, r in rows) / len(rows))
+            if trained:
+                log_metric(f"module/{name}/reward", sum(trained) / len(trained))

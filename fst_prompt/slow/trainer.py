@@ -35,9 +35,6 @@ from fst_prompt.task import Task
 class PopulationGRPOTrainer(GRPOTrainer):
     def __init__(self, *, task: Task, contexts: list[dict[str, str]] | None = None, weight_first: bool = True,
                  **kwargs: Any) -> None:
-        if len(task.predictors) != 1:
-            raise ValueError(f"RL trains single-predictor programs; task {task.name!r} has "
-                             f"{[n for n, _ in task.predictors]}")
         args = kwargs.get("args")
         if args is not None and args.use_vllm and args.vllm_mode == "server":
             raise ValueError(
@@ -47,7 +44,9 @@ class PopulationGRPOTrainer(GRPOTrainer):
         self.task = task
         self.weight_first = weight_first
         self.last_batch: dict[str, Any] = {}  # the last generation batch: its problems and population, all processes
-        self.predictor = task.predictors[0][0]
+        self.modules = [name for name, _ in task.predictors]
+        self.predictor = self.modules[0]
+        self._replay: list[tuple[list[int], list[int], bool]] | None = None  # multi-module: the calls to train on
         self.contexts = [task.seed_instructions()]
         super().__init__(**kwargs)
         self.set_population(contexts or self.contexts)
@@ -70,13 +69,72 @@ class PopulationGRPOTrainer(GRPOTrainer):
         group = self.num_generations if self.model.training else self.num_generations_eval
         first = self.accelerator.process_index * len(inputs)
         ks = assign_contexts(len(inputs), group, len(self.contexts), first_row=first)
+        self.last_batch = self._batch_record(inputs)
+        if len(self.modules) > 1:
+            return self._train_on_program_calls(inputs, ks, group)
         rows = []
         for row, k in zip(inputs, ks, strict=True):
             example = self.task.train[row["example_index"]]
             prompt = render(self.task, example, self.contexts[k].get(self.predictor))
             rows.append({**row, "prompt": prompt, "context_index": k})
-        self.last_batch = self._batch_record(inputs)
         return super()._generate_and_score_completions(rows)
+
+    # -- multi-predictor programs (mmGRPO-style) ------------------------------------------------------
+
+    def _train_on_program_calls(self, inputs: list[dict[str, Any]], ks: list[int], group: int) -> dict[str, Any]:
+        """Each rollout runs the whole program on the live weights (sampled as RL samples) under its context's
+        instructions for every module; every module call becomes a training row carrying the rollout's
+        program-level reward. Rows are laid out problem by problem, then module by module, then rollout by
+        rollout, so TRL's group of G consecutive rows is one module's G calls on one problem: its advantage
+        baseline is per problem and per module, as in mmGRPO. A module a rollout never reached (the program
+        stopped earlier) keeps its row with its tokens masked out (TRL's `env_mask`), so the groups stay whole."""
+        rollouts = self._program_rollouts(inputs, ks)
+        rows, self._replay = [], []
+        for start in range(0, len(inputs), group):
+            for module in self.modules:
+                for i in range(start, start + group):
+                    calls = [c for c in rollouts[i].calls if c.module == module]
+                    if len(calls) > 1:
+                        raise ValueError(f"predictor {module!r} ran {len(calls)} times in one rollout; RL trains "
+                                         "programs whose predictors each run at most once per program call")
+                    ran = bool(calls) and bool(calls[0].ids)
+                    if ran:
+                        self._replay.append((list(calls[0].prompt_ids), list(calls[0].ids), True))
+                    else:  # any tokens: the row is masked out
+                        self._replay.append((self.processing_class(module)["input_ids"],
+                                             [self.processing_class.eos_token_id], False))
+                    rows.append({**inputs[i], "prompt": [{"role": "user", "content": module}], "context_index": ks[i],
+                                 "module": module, "module_ran": ran, "rollout_score": rollouts[i].score})
+        self.rollout_func = self._replay_calls
+        try:
+            return super()._generate_and_score_completions(rows)
+        finally:
+            self.rollout_func, self._replay = None, None
+
+    def _program_rollouts(self, inputs: list[dict[str, Any]], ks: list[int]) -> list[Any]:
+        from trl.models import unwrap_model_for_generation
+
+        from fst_prompt.evaluate import run_rollouts
+        from fst_prompt.policy import Policy, Sampling
+
+        args = self.args
+        sampling = Sampling(args.temperature, args.top_p, args.max_completion_length)
+        # each rollout's sampling seed: from the run's seed, the step and its global row (reproducible)
+        first = self.accelerator.process_index * len(inputs)
+        seeds = [(args.seed or 0) * 1_000_003 + self.state.global_step * 100_003 + first + i
+                 for i in range(len(inputs))]
+        examples = [self.task.train[row["example_index"]] for row in inputs]
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+            policy = Policy(model, self.processing_class, batch_size=len(inputs), sampling=sampling,
+                            seed=args.seed or 0, name="rl", weight_first=self.weight_first)
+            return run_rollouts(self.task, policy, examples, sampling=sampling, seeds=seeds,
+                                per_example=[self.contexts[k] for k in ks])
+
+    def _replay_calls(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        """TRL's `rollout_func`: the module calls already made, as prompt and completion token ids."""
+        assert self._replay is not None and len(self._replay) == len(prompts)
+        return {"prompt_ids": [p for p, _, _ in self._replay], "completion_ids": [c for _, c, _ in self._replay],
+                "logprobs": None, "env_mask": [[int(ran)] * len(c) for _, c, ran in self._replay]}
 
     def _batch_record(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """The problems of this generation batch over every process (in RL's order) and the population's
@@ -127,7 +185,9 @@ def train_dataset(task: Task, order: list[int] | None = None):
     from datasets import Dataset
 
     order = list(range(len(task.train))) if order is None else order
-    return Dataset.from_list([{"prompt": render(task, task.train[i]), "example_index": i} for i in order])
+    first = task.predictors[0][0]  # a multi-predictor program's rows are rebuilt from its calls
+    return Dataset.from_list([{"prompt": render(task, task.train[i], predictor=first), "example_index": i}
+                              for i in order])
 
 
 def grpo_args(rl: RLConfig, output_dir: Path, max_steps: int, dtype: str = "auto", **overrides: Any) -> GRPOConfig:
