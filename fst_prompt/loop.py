@@ -13,6 +13,10 @@ next T RL steps will use (T x B of them; for gepa-then-rl's single round, all th
 steps). After every phase the run state (cycle, phase, population, ledger) is written atomically to
 `state.json`, and every slow phase ends on a TRL checkpoint, so `--resume` after a crash continues from
 the last completed phase and counts nothing twice.
+
+Under a launcher (`torchrun`, `accelerate launch`) every process runs this loop and trains; the main one alone
+holds the lock, runs the fast step and the evaluations and writes, and the state is shared from it after
+every phase (distributed.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """chain_sum as a two-module program: `plan` writes the operations out, `solve` computes the answer from the
-question and that plan (reasoning-gym `chain_sum`, 3 terms of 1-2 digits). A multi-predictor task for RL
-and FST: each module has its own instruction, and every call of each is trained on."""
+question and that plan (reasoning-gym `chain_sum`, 2 terms of 1-2 digits, as in `chain_sum`). A multi-predictor
+task for RL and FST: each module has its own instruction, and every call of each is trained on."""
 
 import dspy
 
@@ -34,7 +34,7 @@ class PlanThenSolve(dspy.Module):
         return self.solve(question=question, plan=plan)
 
 
-CONFIG = {"min_terms": 3, "max_terms": 3, "min_digits": 1, "max_digits": 2}
+CONFIG = {"min_terms": 2, "max_terms": 2, "min_digits": 1, "max_digits": 2}
 
 
 def make_task(seed: int = 0, adapter: str = "text", sizes: tuple[int, int, int] = DEFAULT_SIZES) -> Task:
