@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fst_prompt.decoding import WeightFirstLinear, decode, greedy, sampler
+from fst_prompt.device import load_causal_lm
 from fst_prompt.models import resolve_model
 
 Conversation = list[dict[str, str]]
@@ -86,8 +87,6 @@ class Policy:
         """Resolve a model name (see `models.py`) and load it on `device` (default: the GPU when there is one)
         in `dtype` (`PolicyConfig.dtype`; auto: fp32 on CPU, bf16 on GPU)."""
         from transformers import AutoTokenizer
-
-        from fst_prompt.device import load_causal_lm
 
         path = resolve_model(name_or_path)
         model = load_causal_lm(path, dtype, device)

@@ -22,10 +22,13 @@ from typing import Any
 import torch
 from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
+from trl.models import unwrap_model_for_generation
 
 from fst_prompt.config import RLConfig
 from fst_prompt.decoding import WeightFirstLinear
 from fst_prompt.device import load_causal_lm, mixed_precision_flags, trainer_dtype
+from fst_prompt.evaluate import Rollout, run_rollouts
+from fst_prompt.policy import Policy, Sampling
 from fst_prompt.render import render
 from fst_prompt.slow.contexts import assign_contexts
 from fst_prompt.slow.reward import TaskReward
@@ -111,12 +114,7 @@ class PopulationGRPOTrainer(GRPOTrainer):
         finally:
             self.rollout_func, self._replay = None, None
 
-    def _program_rollouts(self, inputs: list[dict[str, Any]], ks: list[int]) -> list[Any]:
-        from trl.models import unwrap_model_for_generation
-
-        from fst_prompt.evaluate import run_rollouts
-        from fst_prompt.policy import Policy, Sampling
-
+    def _program_rollouts(self, inputs: list[dict[str, Any]], ks: list[int]) -> list[Rollout]:
         args = self.args
         sampling = Sampling(args.temperature, args.top_p, args.max_completion_length)
         # each rollout's sampling seed: from the run's seed, the step and its global row (reproducible)
