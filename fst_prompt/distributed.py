@@ -86,13 +86,6 @@ class Processes:
             raise value
         return outcome[1] if self.main else value
 
-    def wait(self) -> None:
-        """Every process reaches this point before any goes on."""
-        if self.count > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
 
 @contextlib.contextmanager
 def generating(trainer: Any) -> Iterator[None]:

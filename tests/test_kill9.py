@@ -34,6 +34,21 @@ def ledger(run_dir: Path) -> dict:
     return {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")} | {"cycle": state.cycle}
 
 
+def wait_for_slow_checkpoint(proc: subprocess.Popen, run_dir: Path, checkpoint: str) -> None:
+    """Until the second cycle's slow phase has written `checkpoint` (then the caller kills the run)."""
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        state_file = run_dir / "state.json"
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            if state["cycle"] == 1 and state["phase"] == "slow" and (run_dir / "checkpoints" / checkpoint).exists():
+                return
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read()[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"{checkpoint} of the second cycle never appeared")
+
+
 @pytest.mark.slow
 def test_kill_9_during_rl_then_resume(tmp_path, tiny_path, endpoint):
     reference = tmp_path / "reference"
@@ -43,17 +58,7 @@ def test_kill_9_during_rl_then_resume(tmp_path, tiny_path, endpoint):
     run_dir = tmp_path / "killed"
     config = write_config(tmp_path / "b.yaml", run_dir, tiny_path, endpoint)
     proc = fst("run", str(config))
-    deadline = time.time() + 600
-    # Wait until the second cycle's slow phase has checkpointed at least one step, then kill -9.
-    while time.time() < deadline:
-        state_file = run_dir / "state.json"
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            if state["cycle"] == 1 and state["phase"] == "slow" and (run_dir / "checkpoints" / "checkpoint-5").exists():
-                break
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.05)
+    wait_for_slow_checkpoint(proc, run_dir, "checkpoint-5")  # a step of the second cycle is checkpointed
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert json.loads((run_dir / "state.json").read_text())["phase"] == "slow"

@@ -3,20 +3,19 @@ model and a scripted reflection endpoint: one GEPA round and one set of writes p
 training with the same population on the problems the round was anchored on, and a `kill -9` of the launcher
 followed by `--resume` (slow: real processes)."""
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fst_prompt.state import RunState
+from fst_prompt.state import RunState, read_jsonl
 from tests.scripted import FakeOpenAI
+from tests.test_kill9 import ledger, wait_for_slow_checkpoint
 from tests.test_loop import config as loop_config
 
 
@@ -38,15 +37,6 @@ def torchrun(*args: str) -> subprocess.Popen:
                             start_new_session=True)  # its own process group: kill -9 reaches the workers too
 
 
-def lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def ledger(run_dir: Path) -> dict:
-    state = RunState.load(run_dir)
-    return {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")} | {"cycle": state.cycle}
-
-
 @pytest.mark.slow
 def test_two_processes_run_the_fast_step_once_and_train_on_its_anchor(tmp_path, tiny_path, endpoint):
     run_dir = tmp_path / "two"
@@ -56,7 +46,7 @@ def test_two_processes_run_the_fast_step_once_and_train_on_its_anchor(tmp_path, 
     state = RunState.load(run_dir)
     assert state.cycle == 2 and state.ledger.rl_steps == 4
     assert state.ledger.rl_rollouts == 4 * (2 * 2) * 2  # steps x (B problems x 2 processes) x G
-    metrics, rounds, steps = (lines(run_dir / f) for f in ("metrics.jsonl", "rounds.jsonl", "steps.jsonl"))
+    metrics, rounds, steps = (read_jsonl(run_dir / f) for f in ("metrics.jsonl", "rounds.jsonl", "steps.jsonl"))
     assert [m["cycle"] for m in metrics] == [0, 1]  # one line per cycle, not one per process
     assert [r["cycle"] for r in rounds] == [0, 1]  # one GEPA round per cycle ...
     # ... and only the main process called the endpoint: its start-up check and the rounds' calls
@@ -79,20 +69,11 @@ def test_kill_9_of_the_launcher_then_resume_on_two_processes(tmp_path, tiny_path
     run_dir = tmp_path / "killed"
     config = write_config(tmp_path / "b.yaml", run_dir, tiny_path, endpoint)
     proc = torchrun("run", str(config))
-    deadline = time.time() + 600
-    while time.time() < deadline:  # the second cycle's slow phase has checkpointed a step: kill -9 everything
-        state_file = run_dir / "state.json"
-        if state_file.exists():
-            state = json.loads(state_file.read_text())
-            if state["cycle"] == 1 and state["phase"] == "slow" and (run_dir / "checkpoints" / "checkpoint-3").exists():
-                break
-        if proc.poll() is not None:
-            pytest.fail(f"the run ended before it could be killed: {proc.stderr.read()[-3000:]}")
-        time.sleep(0.05)
+    wait_for_slow_checkpoint(proc, run_dir, "checkpoint-3")  # then kill -9 the launcher and its workers
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
     resumed = torchrun("run", str(config), "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-4000:]
     assert ledger(run_dir) == ledger(reference)
-    assert [m["cycle"] for m in lines(run_dir / "metrics.jsonl")] == [0, 1]
+    assert [m["cycle"] for m in read_jsonl(run_dir / "metrics.jsonl")] == [0, 1]
