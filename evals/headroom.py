@@ -20,12 +20,25 @@ from runner import RESULTS, ROOT, Job, driver_parser, eval_job, run_jobs, write_
 
 STUDY = "headroom"
 CONFIG = "evals/configs/headroom.yaml"
-TASKS = ("chain_sum", "basic_arithmetic", "letter_counting", "leg_counting", "simple_equations")
+TASKS = ("chain_sum", "ticket_routing", "basic_arithmetic", "letter_counting", "leg_counting", "simple_equations")
+
+# Per task, settings over the config (dotted keys, as `--set`). ticket_routing: SmolLM2-135M answers the customer
+# whatever the system prompt says (0 of 40 under four instructions, one listing the teams), so the stronger
+# offline policy; a one-word answer needs few tokens; the reflection prompt asks for the convention (the teams
+# and their topics) instead of a worked procedure; 400 problems scored fit the CPU-hour.
+TASK_SETTINGS: dict[str, dict] = {
+    "ticket_routing": {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 24,
+                       "gepa.max_metric_calls": 400, "reflection.template": "convention"},
+}
 
 STEP_BY_STEP = ("Work it out step by step: write each intermediate result on its own line. "
                 "End with a final line of the form 'Answer: <integer>'.")
 HAND_WRITTEN = {
     "chain_sum": STEP_BY_STEP,
+    "ticket_routing": ("You are a ticket classifier. Do not answer the customer. Reply with one word, the team: "
+                       "billing, delivery, tech, accounts or returns.\nExamples: 'I was charged twice' -> billing. "
+                       "'My parcel has not arrived' -> delivery. 'The app crashes' -> tech. 'I forgot my password' -> "
+                       "accounts. 'The item is damaged, I want to send it back' -> returns."),
     "basic_arithmetic": STEP_BY_STEP,
     "letter_counting": ("Spell the text one letter at a time, one per line, and mark each letter that matches "
                         "with '<-'. Then count the marks. End with a final line 'Answer: <integer>'."),
@@ -38,21 +51,27 @@ HAND_WRITTEN = {
 }
 
 
-def settings() -> dict:
+def settings(task: str) -> dict:
+    """The config as the task's runs see it (TASK_SETTINGS applied)."""
     import yaml
 
-    return yaml.safe_load((ROOT / CONFIG).read_text())
+    cfg = yaml.safe_load((ROOT / CONFIG).read_text())
+    for key, value in TASK_SETTINGS.get(task, {}).items():
+        section, leaf = key.split(".")
+        cfg[section][leaf] = value
+    return cfg
 
 
 def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
-    cfg = settings()
     jobs = []
     for task in tasks:
+        cfg = settings(task)
         jobs.append(eval_job(STUDY, f"{task}/seed", task, cfg))
         if task in HAND_WRITTEN:
             jobs.append(eval_job(STUDY, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
-        jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}"])
-                 for seed in seeds]
+        sets = [arg for key, value in TASK_SETTINGS.get(task, {}).items() for arg in ("--set", f"{key}={value}")]
+        jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}",
+                                                    *sets]) for seed in seeds]
     return jobs
 
 

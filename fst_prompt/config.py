@@ -43,6 +43,30 @@ there is one):
 
 Reply with only the new instruction, inside ``` blocks."""
 
+# For tasks whose answers follow a convention the seed instruction does not state (a label set, a house format):
+# the feedback says what was expected, and a good instruction states the convention.
+CONVENTION_TEMPLATE = """You write instructions for a small AI assistant. Its answers are checked against a \
+convention it has not been told; the feedback below says which answer was expected and why. Write a new \
+instruction that teaches it the convention: the exact answers allowed (keep every one the current instruction \
+already names and add those the feedback reveals) and, for each, the kind of input that gets it, with a short \
+example. Tell it to reply with the answer only. Keep the task statement of the current instruction as its first \
+sentence. Keep it under 120 words.
+
+The current instruction:
+```
+<curr_param>
+```
+
+The assistant's replies under it and the feedback on them:
+```
+<side_info>
+```
+
+Reply with only the new instruction, inside ``` blocks."""
+
+# `reflection.template` may name one of these instead of giving the text.
+TEMPLATES = {"procedure": DIRECTIVE_TEMPLATE, "convention": CONVENTION_TEMPLATE}
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -61,7 +85,8 @@ class ReflectionConfig(Strict):
     backoff_s: float = Field(2.0, ge=0, description="first retry delay; doubles each retry")
     n_ctx: int = Field(4096, ge=512, description="context of the local server")
     threads: int | None = Field(None, ge=1, description="CPU threads of the local server (default: all cores)")
-    template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>")
+    template: str = Field(DIRECTIVE_TEMPLATE, description="reflection prompt with <curr_param> and <side_info>, or "
+                          f"the name of a built-in one: {', '.join(TEMPLATES)}")
     max_instruction_chars: int = Field(1200, ge=20, description="longer proposals are rejected as runaway text")
     seed: int | None = Field(None, description="seeds every request (with the prompt's hash), where the server "
                              "honours `seed` (llama.cpp does); default: the run's `seed`")
@@ -71,6 +96,10 @@ class ReflectionConfig(Strict):
     @field_validator("template")
     @classmethod
     def _placeholders(cls, v: str) -> str:
+        v = TEMPLATES.get(v, v)
+        if "\n" not in v and len(v) < 40:
+            raise ValueError(f"{v!r} is not a built-in template ({', '.join(TEMPLATES)}) nor a prompt with "
+                             "<curr_param> and <side_info>")
         missing = [p for p in ("<curr_param>", "<side_info>") if p not in v]
         if missing:
             raise ValueError(f"the template must contain {missing}")

@@ -112,3 +112,39 @@ def test_a_solution_that_cannot_be_worked_out_leaves_the_plain_feedback():
     assert _linear("7 - 2*x = 1", "x", "3") == ("move the constant to the right: -2*x = 1 - (7) = -6; divide by -2: "
                                                 "x = 3.")
     assert _linear("x**2 = 4", "x", "2") == "x = 2."
+
+
+def test_ticket_routing_splits_are_balanced_disjoint_and_deterministic():
+    from collections import Counter
+
+    from fst_prompt.baselines import majority_baseline
+    from fst_prompt.programs import load_task
+
+    task, again = load_task("ticket_routing", sizes=(50, 25, 25)), load_task("ticket_routing", sizes=(50, 25, 25))
+    assert [e.message for e in task.val] == [e.message for e in again.val]
+    assert [e.message for e in load_task("ticket_routing", seed=1, sizes=(50, 25, 25)).val] != \
+        [e.message for e in task.val]
+    texts = [{e.message for e in task.split(s)} for s in ("train", "val", "test")]
+    assert sum(map(len, texts)) == 100 and len(set().union(*texts)) == 100  # no message twice, in or across splits
+    for split in (task.train, task.val, task.test):
+        for n in (5, 10, len(split)):  # every five consecutive problems hold one of each team
+            assert max(Counter(e.team for e in split[:n]).values()) == -(-n // 5)
+    assert majority_baseline(task, "val").accuracy == 0.2
+
+
+@pytest.mark.parametrize(("reply", "score", "says"), [
+    ("delivery", 1.0, "Correct: 'delivery'."),
+    ("The DELIVERY team.", 1.0, "Correct"),
+    ("Technical support", 0.0, "names none of the help desk's teams"),
+    ("billing", 0.0, "expected 'delivery', the reply named 'billing'"),
+    ("billing or delivery", 0.0, "names several teams (billing, delivery); give one"),
+    ("", 0.0, "names none"),
+])
+def test_ticket_routing_metric(reply, score, says):
+    from fst_prompt.programs import load_task
+
+    task = load_task("ticket_routing", sizes=(5, 5, 5))
+    gold = next(e for e in task.val if e.team == "delivery")
+    feedback = task.score(gold, dspy.Prediction(team=reply))
+    assert feedback.score == score and says in feedback.feedback
+    assert feedback.feedback.endswith("go to the 'delivery' team.")  # the rule, right or wrong

@@ -80,3 +80,17 @@ def test_task_file_without_make_task(tmp_path):
     f.write_text("x = 1\n")
     with pytest.raises(TaskError, match="must define `make_task"):
         load_task(str(f))
+
+
+def test_reflection_template_by_name():
+    from pydantic import ValidationError
+
+    from fst_prompt.config import CONVENTION_TEMPLATE, DIRECTIVE_TEMPLATE, ReflectionConfig
+
+    assert ReflectionConfig().template == DIRECTIVE_TEMPLATE
+    assert ReflectionConfig(template="convention").template == CONVENTION_TEMPLATE
+    assert ReflectionConfig(template="procedure").template == DIRECTIVE_TEMPLATE
+    with pytest.raises(ValidationError, match="'conventon' is not a built-in template \\(procedure, convention\\)"):
+        ReflectionConfig(template="conventon")
+    with pytest.raises(ValidationError, match="must contain \\['<side_info>'\\]"):
+        ReflectionConfig(template="Improve this instruction:\n<curr_param>")
