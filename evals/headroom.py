@@ -20,7 +20,10 @@ from runner import RESULTS, ROOT, Job, driver_parser, eval_job, run_jobs, write_
 
 STUDY = "headroom"
 CONFIG = "evals/configs/headroom.yaml"
-TASKS = ("chain_sum", "ticket_routing", "basic_arithmetic", "letter_counting", "leg_counting", "simple_equations")
+TASKS = ("chain_sum", "ticket_routing", "letter_counting", "simple_equations")
+# GEPA runs (an hour each) only where the screen (seed vs hand-written) shows room; RESULTS.md §1 lists the tasks
+# screened with `fst eval` alone (basic_arithmetic, leg_counting, number_sorting, spell_backward, decimal_chain_sum).
+GEPA_TASKS = ("chain_sum", "ticket_routing")
 
 # Per task, settings over the config (dotted keys, as `--set`). ticket_routing: SmolLM2-135M answers the customer
 # whatever the system prompt says (0 of 40 under four instructions, one listing the teams), so the stronger
@@ -70,8 +73,9 @@ def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
         if task in HAND_WRITTEN:
             jobs.append(eval_job(STUDY, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
         sets = [arg for key, value in TASK_SETTINGS.get(task, {}).items() for arg in ("--set", f"{key}={value}")]
-        jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}",
-                                                    *sets]) for seed in seeds]
+        if task in GEPA_TASKS:
+            jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set",
+                                                        f"seed={seed}", *sets]) for seed in seeds]
     return jobs
 
 
@@ -95,7 +99,8 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                                                                                "eval.json")
         if seed is None:
             continue
-        row = {"n": seed["n"], "constant": seed["majority_baseline"]["accuracy"],
+        row = {"n": seed["n"], "policy": settings(task)["policy"]["model"],
+               "constant": seed["majority_baseline"]["accuracy"],
                "constant_answer": seed["majority_baseline"]["answer"], "seed": seed["accuracy"],
                "hand": hand and hand["accuracy"], "hand_instruction": HAND_WRITTEN.get(task), "gepa": {}}
         for s in seeds:
@@ -133,16 +138,17 @@ def markdown(a: dict) -> str:
         "seed: its best instruction's val accuracy (accepted/tried proposals, metric calls used/budget, wall minutes, "
         "the commit it ran).",
         "",
-        "| " + " | ".join(["task", "n", "constant", "seed instruction", "hand-written",
+        "| " + " | ".join(["task", "policy", "n", "constant", "seed instruction", "hand-written",
                            *(f"GEPA s{s}" for s in seeds), "GEPA mean", "GEPA ≥ seed + 0.10"]) + " |",
-        "|---|---|---|---|---|" + "---|" * len(seeds) + "---|---|",
+        "|---|---|---|---|---|---|" + "---|" * len(seeds) + "---|---|",
     ]
     for task, r in a["tasks"].items():
         runs = [r["gepa"].get(s) for s in seeds]
         cells = [f"{_f(g['val_accuracy'])} ({g['accepted']}/{g['tried']}, {g['metric_calls']}/{g['budget']} calls, "
                  f"{g['minutes']:.0f} min, `{g['commit']}`)" if g else "–" for g in runs]
-        lines.append("| " + " | ".join([task, str(r["n"]), f"{_f(r['constant'])} ({r['constant_answer']!r})",
-                                         _f(r["seed"]), _f(r["hand"]), *cells, _f(r["gepa_mean"]),
+        constant = f"{_f(r['constant'])} ({r['constant_answer']!r})"
+        lines.append("| " + " | ".join([task, r["policy"], str(r["n"]), constant, _f(r["seed"]), _f(r["hand"]),
+                                         *cells, _f(r["gepa_mean"]),
                                          f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)}"])
                      + " |")
     lines += ["", "## Instructions", ""]
