@@ -16,14 +16,23 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, Job, driver_parser, run_jobs, write_report
+from runner import RESULTS, Job, driver_parser, run_jobs, sets, write_report
 
 STUDY = "fast_weights"
 CONFIG = "evals/configs/fast_weights.yaml"
+TASKS = ("chain_sum", "ticket_routing")  # the tasks evals/headroom.py finds instruction headroom on
+# Per task, settings over the config (as in evals/headroom.py): ticket_routing runs on Qwen2.5-Coder-0.5B (SmolLM2
+# cannot follow a routing instruction), its one-word replies need few tokens, and its reflection prompt asks for
+# the convention (the teams and their topics).
+TASK_SETTINGS: dict[str, dict] = {
+    "ticket_routing": {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 24,
+                       "rl.max_completion_length": 24, "reflection.template": "convention"},
+}
 
 
 def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
-    return [Job(STUDY, f"{task}/fst-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}"])
+    return [Job(STUDY, f"{task}/fst-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}",
+                                               *sets(TASK_SETTINGS.get(task, {}))])
             for task in tasks for seed in seeds]
 
 
@@ -94,7 +103,7 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 def main() -> None:
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
-    ap.add_argument("--tasks", nargs="+", default=["chain_sum"])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = ap.parse_args()
     if not args.report_only:
         run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs)

@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, ROOT, Job, driver_parser, eval_job, run_jobs, write_report
+from runner import RESULTS, ROOT, Job, driver_parser, eval_job, run_jobs, sets, write_report
 
 STUDY = "headroom"
 CONFIG = "evals/configs/headroom.yaml"
@@ -72,10 +72,10 @@ def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
         jobs.append(eval_job(STUDY, f"{task}/seed", task, cfg))
         if task in HAND_WRITTEN:
             jobs.append(eval_job(STUDY, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
-        sets = [arg for key, value in TASK_SETTINGS.get(task, {}).items() for arg in ("--set", f"{key}={value}")]
         if task in GEPA_TASKS:
             jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set",
-                                                        f"seed={seed}", *sets]) for seed in seeds]
+                                                        f"seed={seed}", *sets(TASK_SETTINGS.get(task, {}))])
+                     for seed in seeds]
     return jobs
 
 

@@ -53,6 +53,11 @@ class Job:
         return (self.results / "done.json").is_file()
 
 
+def sets(settings: dict) -> list[str]:
+    """`--set key=value` arguments for dotted settings ({"policy.model": "x"} -> ["--set", "policy.model=x"])."""
+    return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
+
+
 def eval_job(study: str, name: str, task: str, config: dict, instructions: dict[str, str] | None = None) -> Job:
     """An `fst eval` job on val with a run config's policy, length and n; `instructions` replace the seed's."""
     job = Job(study, name, ["eval", "--task", task, "--split", "val", "--n", str(config["loop"]["eval_n"]),

@@ -9,6 +9,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
 import bench_pipeline  # noqa: E402
 import compare  # noqa: E402
+import fast_weights  # noqa: E402
+import headroom  # noqa: E402
 import plasticity  # noqa: E402
 import runner  # noqa: E402
 
@@ -88,3 +90,19 @@ def test_pipeline_bench_times_rl_steps_within_a_cycle_only():
              {"cycle": 1, "step": 3, "time": 99.0, "loss": 0.1},  # after the evaluation and GEPA round
              {"cycle": 1, "step": 4, "time": 103.0, "loss": 0.1}]
     assert bench_pipeline.rl_step_seconds(steps) == [3.0, 4.0]
+
+
+@pytest.mark.parametrize("study", [headroom, fast_weights])
+def test_every_study_run_has_a_valid_config_with_its_task_settings(study):
+    from fst_prompt.config import CONVENTION_TEMPLATE, load_config
+
+    runs = [j for j in study.jobs_for(list(study.TASKS), [0, 1]) if j.argv[0] == "run"]
+    assert {j.name.split("/")[0] for j in runs} == {"chain_sum", "ticket_routing"}  # GEPA where there is headroom
+    for job in runs:
+        overrides = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--set"]
+        config = load_config(job.argv[1], overrides)
+        task = job.name.split("/")[0]
+        assert config.task == task and config.seed == int(job.name[-1])
+        routing = task == "ticket_routing"
+        assert config.policy.model == ("qwen2.5-coder-0.5b-instruct" if routing else "smollm2-135m-instruct")
+        assert (config.reflection.template == CONVENTION_TEMPLATE) == routing
