@@ -19,8 +19,10 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with terminate_cleanly():
+            return args.func(args)
     except USER_ERRORS as e:
         if args.debug:
             raise
@@ -69,6 +72,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fst {args.command}: unexpected error: {type(e).__name__}: {_first_line(e)}\n"
               f"  the traceback is in {log}; run again with --debug to print it", file=sys.stderr)
         return 1
+
+
+@contextlib.contextmanager
+def terminate_cleanly() -> Iterator[None]:
+    """A SIGTERM (`kill`, a scheduler's stop, torchrun ending its workers) unwinds like an exit: `with` blocks
+    close, so the local llama.cpp server is stopped and the run-dir lock released (Python's default ends the
+    process on the spot). Where no handler can be set (not the main thread), nothing changes."""
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _write_traceback(log_dir: Path | None) -> Path:

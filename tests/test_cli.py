@@ -118,3 +118,19 @@ def test_an_unexpected_error_leaves_its_traceback_in_the_run_dir(tmp_path, capsy
         main(["run", str(config), "--debug"])
     with pytest.raises(RuntimeError):
         main(["--debug", "run", str(config)])
+
+
+def test_sigterm_unwinds_so_with_blocks_close():
+    import os
+    import signal
+
+    from fst_prompt.cli import terminate_cleanly
+
+    closed, before = [], signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop, terminate_cleanly():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        finally:
+            closed.append(True)  # e.g. LocalServer.__exit__ stopping llama.cpp
+    assert stop.value.code == 128 + signal.SIGTERM and closed == [True]
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back

@@ -195,6 +195,19 @@ def test_reflection_sees_the_wrong_problems_first_and_one_right_one():
     assert [t["example"] for t in shown_to_reflection(all_wrong, 2)] == [0, 1]
 
 
+def test_reflection_sees_as_many_expected_answers_as_fit():
+    from fst_prompt.fast.adapter import Scored, shown_to_reflection
+
+    gold = ["a", "a", "a", "b", "a", "c", "b", "a"]
+    scores = [0.0, 0.0, 0.0, 0.25, 0.0, 0.5, 0.0, 1.0]
+    trajectories = [{"example": i, "scored": Scored(s, []), "gold": g} for i, (g, s) in enumerate(zip(gold, scores, strict=True))]
+    shown = [t["example"] for t in shown_to_reflection(trajectories, 4, key=lambda t: t["gold"])]
+    assert shown == [0, 5, 6, 7]  # the worst "a" and "b", then "c" (worse than a second "a"), then the right one
+    assert [t["example"] for t in shown_to_reflection(trajectories, 4)] == [0, 1, 2, 7]  # no key: the worst first
+    # answers that never repeat (chain_sum) keep the worst-first order
+    assert shown_to_reflection(trajectories, 4) == shown_to_reflection(trajectories, 4, key=lambda t: t["example"])
+
+
 def test_reflection_answers_are_journaled_and_replayed(tmp_path):
     journal = tmp_path / "reflection_journal.jsonl"
     first = ScriptedClient(["```\nA\n```", "```\nB\n```"])

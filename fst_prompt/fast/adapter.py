@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,20 +110,34 @@ class TaskAdapter(GEPAAdapter):
 
     def make_reflective_dataset(self, candidate: dict[str, str], eval_batch: EvaluationBatch,
                                 components_to_update: list[str]) -> Mapping[str, Sequence[Mapping[str, Any]]]:
-        shown = shown_to_reflection(eval_batch.trajectories or [], self.records)
+        shown = shown_to_reflection(eval_batch.trajectories or [], self.records, key=self._gold)
         own = len(self.task.predictors) > 1  # each predictor sees its own calls, not the program's
         return {name: [_record(t["example"], t["scored"], name if own else None) for t in shown]
                 for name in components_to_update}
 
+    def _gold(self, trajectory: dict[str, Any]) -> str:
+        """The expected answer of a trajectory's problem (the last predictor's last output field)."""
+        field = list(self.task.predictors[-1][1].signature.output_fields)[-1]
+        return str(trajectory["example"].get(field))
 
-def shown_to_reflection(trajectories: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+
+def shown_to_reflection(trajectories: list[dict[str, Any]], limit: int | None,
+                        key: Callable[[dict[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
     """At most `limit` problems, in minibatch order: the worst-scored first, and one fully right one if any
-    (a contrast: what worked)."""
+    (a contrast: what worked). Where expected answers (`key`) repeat, as in a label set, each answer's worst
+    problem comes before any answer's second one, so the reflection LM sees as many answers as fit."""
     if limit is None or len(trajectories) <= limit:
         return trajectories
-    order = sorted(range(len(trajectories)), key=lambda i: trajectories[i]["scored"].score)  # stable: ties keep order
-    right = [i for i in order if trajectories[i]["scored"].score >= 1.0]
-    keep = [i for i in order if i not in right[:1]][: limit - min(1, len(right))] + right[:1]
+    score = [t["scored"].score for t in trajectories]
+    worst_first = sorted(range(len(trajectories)), key=score.__getitem__)  # stable: ties keep minibatch order
+    right = [i for i in worst_first if score[i] >= 1.0]
+    seen, nth = Counter(), {}
+    for i in worst_first:
+        gold = key(trajectories[i]) if key else i
+        seen[gold] += 1
+        nth[i] = seen[gold]
+    wrong = sorted((i for i in worst_first if i not in right[:1]), key=lambda i: (score[i] >= 1.0, nth[i], score[i]))
+    keep = wrong[: limit - min(1, len(right))] + right[:1]
     return [trajectories[i] for i in sorted(keep)]
 
 
