@@ -200,7 +200,8 @@ def test_reflection_sees_as_many_expected_answers_as_fit():
 
     gold = ["a", "a", "a", "b", "a", "c", "b", "a"]
     scores = [0.0, 0.0, 0.0, 0.25, 0.0, 0.5, 0.0, 1.0]
-    trajectories = [{"example": i, "scored": Scored(s, []), "gold": g} for i, (g, s) in enumerate(zip(gold, scores, strict=True))]
+    trajectories = [{"example": i, "scored": Scored(s, []), "gold": g}
+                    for i, (g, s) in enumerate(zip(gold, scores, strict=True))]
     shown = [t["example"] for t in shown_to_reflection(trajectories, 4, key=lambda t: t["gold"])]
     assert shown == [0, 5, 6, 7]  # the worst "a" and "b", then "c" (worse than a second "a"), then the right one
     assert [t["example"] for t in shown_to_reflection(trajectories, 4)] == [0, 1, 2, 7]  # no key: the worst first
