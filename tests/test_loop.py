@@ -90,7 +90,11 @@ PARITY = str(Path(__file__).parent / "tasks" / "parity_chain_sum.py")  # GEPA's 
 
 @pytest.mark.parametrize("crash_in", ["between_fast_and_slow", "middle_of_slow", "mid_checkpoint_write"])
 def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpoint, monkeypatch, crash_in):
-    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY), progress=False)
+    # One request per generate: the engine batches the calls that arrive within a few ms, and on this random tiny
+    # model a different batch (padding) can flip a greedy token, so a busy machine could change a round's rollouts
+    # and with them its reflection prompts (the likely cause of one fresh-clone failure: 7 requests for 6).
+    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY, policy__batch_size=1),
+                                  progress=False)
     scores = {s for c in uninterrupted.population["candidates"] for s in c["scores"].values()}
     assert len(scores) > 1  # the rounds' scores vary with the completions, and so with the weights
 
@@ -357,7 +361,11 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
     from fst_prompt.fast.reflection import ReflectionLM
     from tests.scripted import FakeOpenAI
 
-    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY), progress=False)
+    # One request per generate: the engine batches the calls that arrive within a few ms, and on this random tiny
+    # model a different batch (padding) can flip a greedy token, so a busy machine could change a round's rollouts
+    # and with them its reflection prompts (the likely cause of one fresh-clone failure: 7 requests for 6).
+    uninterrupted = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, task=PARITY, policy__batch_size=1),
+                                  progress=False)
     requests = len(FakeOpenAI.auth_headers)  # the start-up check and the reflection calls
     FakeOpenAI.auth_headers.clear()
     real_round, real_ask = loop.gepa_round, ReflectionLM.__call__
@@ -373,7 +381,7 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
             raise KeyboardInterrupt("simulated crash in the middle of a GEPA round")
         return answer
 
-    cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY, policy__batch_size=1)
     monkeypatch.setattr(loop, "gepa_round", round_)
     monkeypatch.setattr(ReflectionLM, "__call__", ask_then_crash)
     with pytest.raises(KeyboardInterrupt):

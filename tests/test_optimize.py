@@ -52,7 +52,8 @@ def test_optimize_writes_run_dir_and_never_the_key(tmp_path, tiny_path, endpoint
     ({"rl": {"report_to": "slack"}}, "unknown tracker 'slack'"),
     ({"colour": "blue"}, "colour: unknown field"),
     ({"reflection": {"api_key_env": "sk-abc 123"}}, "never the key itself"),
-    ({"reflection": {"template": "no placeholders"}}, "the template must contain"),
+    ({"reflection": {"template": "no placeholders"}}, "not a built-in template"),
+    ({"reflection": {"template": "Improve:\n<curr_param>"}}, "the template must contain"),
 ])
 def test_invalid_config_fails_before_any_model_loads(tmp_path, change, message, capsys):
     path = write_config(tmp_path, "no-such-model", "http://127.0.0.1:9/v1", **change)
