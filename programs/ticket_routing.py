@@ -105,9 +105,12 @@ def splits(seed: int, sizes: tuple[int, int, int]) -> list[list[dspy.Example]]:
         examples = []
         while len(examples) < size:
             for team in rng.sample(list(TEAMS), len(TEAMS)):
-                text = _message(rng, team)
+                text, tries = _message(rng, team), 0
                 while text in seen:
-                    text = _message(rng, team)
+                    text, tries = _message(rng, team), tries + 1
+                    if tries > 1000:
+                        raise ValueError(f"ticket_routing: the templates ran out of new '{team}' messages after "
+                                         f"{len(seen)}; ask for smaller splits than {sizes}")
                 seen.add(text)
                 examples.append(dspy.Example(message=text, team=team).with_inputs("message"))
         out.append(examples[:size])

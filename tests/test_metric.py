@@ -3,7 +3,7 @@
 import dspy
 import pytest
 
-from fst_prompt import gym_task
+from fst_prompt import TaskError, gym_task
 from fst_prompt.gym import last_number
 from fst_prompt.render import score_completion
 from tests.conftest import QA
@@ -130,6 +130,8 @@ def test_ticket_routing_splits_are_balanced_disjoint_and_deterministic():
         for n in (5, 10, len(split)):  # every five consecutive problems hold one of each team
             assert max(Counter(e.team for e in split[:n]).values()) == -(-n // 5)
     assert majority_baseline(task, "val").accuracy == 0.2
+    with pytest.raises(TaskError, match="ran out of new .* messages"):
+        load_task("ticket_routing", sizes=(100_000, 5, 5))
 
 
 @pytest.mark.parametrize(("reply", "score", "says"), [
