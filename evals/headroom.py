@@ -6,7 +6,9 @@ Per task, on the base weights, greedy, the first n val problems (n = 128): the c
 the seed instruction, a strong hand-written instruction (`HAND_WRITTEN`: one person's try), and the best
 instruction a generous GEPA-only run finds (`fst run` in gepa mode, evals/configs/headroom.yaml, one run
 per seed, about a CPU-hour each on 2 cores). Only tasks where instructions can move the accuracy give
-fast weights room to act. Jobs run through the resumable runner; results in
+fast weights room to act. FST's fast step scores instructions as RL samples them, so the seed and hand-written
+instructions are also scored sampled at the RL temperature (one completion a problem, sampling seed 0): room that
+exists only under greedy decoding is room FST's fast step cannot see. Jobs run through the resumable runner; results in
 evals/results/HEADROOM.md (and evals/results/headroom/headroom.json).
 """
 
@@ -24,6 +26,7 @@ TASKS = ("chain_sum", "ticket_routing", "letter_counting", "simple_equations")
 # GEPA runs (an hour each) only where the screen (seed vs hand-written) shows room; RESULTS.md §1 lists the tasks
 # screened with `fst eval` alone (basic_arithmetic, leg_counting, number_sorting, spell_backward, decimal_chain_sum).
 GEPA_TASKS = ("chain_sum", "ticket_routing")
+RL_TEMPERATURE = 1.0  # rl.temperature in evals/configs/fast_weights.yaml (the default)
 
 # Per task, settings over the config (dotted keys, as `--set`). ticket_routing: SmolLM2-135M answers the customer
 # whatever the system prompt says (0 of 40 under four instructions, one listing the teams), so the stronger
@@ -70,8 +73,11 @@ def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
     for task in tasks:
         cfg = settings(task)
         jobs.append(eval_job(STUDY, f"{task}/seed", task, cfg))
+        jobs.append(eval_job(STUDY, f"{task}/seed-sampled", task, cfg, temperature=RL_TEMPERATURE))
         if task in HAND_WRITTEN:
             jobs.append(eval_job(STUDY, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
+            jobs.append(eval_job(STUDY, f"{task}/hand-sampled", task, cfg, {"self": HAND_WRITTEN[task]},
+                                 temperature=RL_TEMPERATURE))
         if task in GEPA_TASKS:
             jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set",
                                                         f"seed={seed}", *sets(TASK_SETTINGS.get(task, {}))])
@@ -95,14 +101,15 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
 
     out: dict = {"config": CONFIG, "seeds": seeds, "tasks": {}}
     for task in tasks:
-        seed, hand = _eval(RESULTS / STUDY / task / "seed" / "eval.json"), _eval(RESULTS / STUDY / task / "hand" /
-                                                                               "eval.json")
+        seed, hand, seed_t, hand_t = (_eval(RESULTS / STUDY / task / name / "eval.json")
+                                      for name in ("seed", "hand", "seed-sampled", "hand-sampled"))
         if seed is None:
             continue
         row = {"n": seed["n"], "policy": settings(task)["policy"]["model"],
                "constant": seed["majority_baseline"]["accuracy"],
                "constant_answer": seed["majority_baseline"]["answer"], "seed": seed["accuracy"],
-               "hand": hand and hand["accuracy"], "hand_instruction": HAND_WRITTEN.get(task), "gepa": {}}
+               "hand": hand and hand["accuracy"], "hand_instruction": HAND_WRITTEN.get(task), "gepa": {},
+               "seed_sampled": seed_t and seed_t["accuracy"], "hand_sampled": hand_t and hand_t["accuracy"]}
         for s in seeds:
             results = RESULTS / STUDY / task / f"gepa-s{s}"
             if not (results / "done.json").is_file():
@@ -136,11 +143,13 @@ def markdown(a: dict) -> str:
         f"Regenerate: `python evals/headroom.py` (config `{a['config']}`). Val, greedy, the first n problems; the",
         "constant baseline is the best single answer (`fst_prompt/baselines.py`). GEPA: one gepa-mode `fst run` per",
         "seed: its best instruction's val accuracy (accepted/tried proposals, metric calls used/budget, wall minutes, "
-        "the commit it ran).",
+        "the commit it ran). Sampled: the same instruction, one completion a problem at the RL temperature "
+        f"(T = {RL_TEMPERATURE:g}), as FST's fast step and RL see it.",
         "",
         "| " + " | ".join(["task", "policy", "n", "constant", "seed instruction", "hand-written",
-                           *(f"GEPA s{s}" for s in seeds), "GEPA mean", "GEPA ≥ seed + 0.10"]) + " |",
-        "|---|---|---|---|---|---|" + "---|" * len(seeds) + "---|---|",
+                           *(f"GEPA s{s}" for s in seeds), "GEPA mean", "GEPA ≥ seed + 0.10", "seed, sampled",
+                           "hand-written, sampled"]) + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(seeds) + "---|---|---|---|",
     ]
     for task, r in a["tasks"].items():
         runs = [r["gepa"].get(s) for s in seeds]
@@ -149,7 +158,8 @@ def markdown(a: dict) -> str:
         constant = f"{_f(r['constant'])} ({r['constant_answer']!r})"
         lines.append("| " + " | ".join([task, r["policy"], str(r["n"]), constant, _f(r["seed"]), _f(r["hand"]),
                                          *cells, _f(r["gepa_mean"]),
-                                         f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)}"])
+                                         f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)}",
+                                         _f(r.get("seed_sampled")), _f(r.get("hand_sampled"))])
                      + " |")
     lines += ["", "## Instructions", ""]
     for task, r in a["tasks"].items():

@@ -58,11 +58,15 @@ def sets(settings: dict) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
 
 
-def eval_job(study: str, name: str, task: str, config: dict, instructions: dict[str, str] | None = None) -> Job:
-    """An `fst eval` job on val with a run config's policy, length and n; `instructions` replace the seed's."""
+def eval_job(study: str, name: str, task: str, config: dict, instructions: dict[str, str] | None = None, *,
+             temperature: float | None = None) -> Job:
+    """An `fst eval` job on val with a run config's policy, length and n; `instructions` replace the seed's;
+    `temperature` samples one completion a problem (seed 0) instead of greedy decoding."""
     job = Job(study, name, ["eval", "--task", task, "--split", "val", "--n", str(config["loop"]["eval_n"]),
                             "--max-new-tokens", str(config["policy"]["max_new_tokens"]),
                             "--model", config["policy"]["model"]])
+    if temperature is not None:
+        job.argv += ["--temperature", str(temperature), "--seed", "0"]
     if instructions:
         prompt = job.results / "prompt.json"
         prompt.parent.mkdir(parents=True, exist_ok=True)

@@ -106,3 +106,16 @@ def test_every_study_run_has_a_valid_config_with_its_task_settings(study):
         routing = task == "ticket_routing"
         assert config.policy.model == ("qwen2.5-coder-0.5b-instruct" if routing else "smollm2-135m-instruct")
         assert (config.reflection.template == CONVENTION_TEMPLATE) == routing
+
+
+def test_headroom_scores_the_seed_and_hand_written_instructions_also_as_rl_samples_them():
+    from fst_prompt.config import load_config
+
+    jobs = {j.name: j.argv for j in headroom.jobs_for(["chain_sum"], [0])}
+    assert load_config(fast_weights.CONFIG).rl.temperature == headroom.RL_TEMPERATURE
+    for name in ("seed", "hand"):
+        greedy, sampled = jobs[f"chain_sum/{name}"], jobs[f"chain_sum/{name}-sampled"]
+        assert "--temperature" not in greedy
+        assert sampled[sampled.index("--temperature") + 1] == str(headroom.RL_TEMPERATURE)
+        assert sampled[sampled.index("--seed") + 1] == "0"
+        assert ("--prompt" in sampled) == (name == "hand") and sampled[sampled.index("--n") + 1] == "128"
