@@ -33,6 +33,7 @@ import yaml
 from fst_prompt.baselines import majority_baseline
 from fst_prompt.config import RunConfig, redacted
 from fst_prompt.console import StepLog, quiet_third_party, say, to_tracker
+from fst_prompt.device import release_memory
 from fst_prompt.distributed import Processes, generating
 from fst_prompt.evaluate import evaluate
 from fst_prompt.fast.adapter import Scoring
@@ -292,8 +293,10 @@ def _finish(run_dir: Path, config: RunConfig) -> None:
 
 
 def _commit(procs: Processes, state: RunState, run_dir: Path, population: Population, *, phase: str) -> RunState:
-    """The main process writes the state; every process goes on with the main one's (population, ledger)."""
+    """The main process writes the state; every process goes on with the main one's (population, ledger).
+    Memory the finished phase freed goes back to the system before the next one starts."""
     state.population, state.phase = population.to_json(), phase
+    release_memory()
     if procs.main:
         state.save(run_dir)
     return procs.share(state)
