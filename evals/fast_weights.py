@@ -20,15 +20,15 @@ from runner import RESULTS, Job, driver_parser, run_jobs, sets, write_report
 
 STUDY = "fast_weights"
 CONFIG = "evals/configs/fast_weights.yaml"
-TASKS = ("chain_sum", "ticket_routing")  # the tasks evals/headroom.py finds instruction headroom on
+TASKS = ("chain_sum", "ticket_routing", "date_normalize")  # the tasks evals/headroom.py finds instruction headroom on
 # Per task, settings over the config (as in evals/headroom.py): ticket_routing runs on Qwen2.5-Coder-0.5B (SmolLM2
 # cannot follow a routing instruction), and its reflection prompt asks for the convention (the teams and their
 # topics). At SmolLM2's learning rate (5e-6) and a 24-token cap, 6 RL steps took Qwen-0.5B to KL 3.8 nats from its
 # base, with replies running into the cap (RESULTS.md §4): a lower rate and more room.
-TASK_SETTINGS: dict[str, dict] = {
-    "ticket_routing": {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 48,
-                       "rl.max_completion_length": 48, "rl.learning_rate": 1.0e-6, "reflection.template": "convention"},
-}
+# date_normalize (a house date format) runs as ticket_routing does.
+CONVENTION_ON_QWEN = {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 48,
+                      "rl.max_completion_length": 48, "rl.learning_rate": 1.0e-6, "reflection.template": "convention"}
+TASK_SETTINGS: dict[str, dict] = {"ticket_routing": CONVENTION_ON_QWEN, "date_normalize": CONVENTION_ON_QWEN}
 
 
 def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:

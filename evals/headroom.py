@@ -22,20 +22,20 @@ from runner import RESULTS, ROOT, Job, driver_parser, eval_job, run_jobs, sets, 
 
 STUDY = "headroom"
 CONFIG = "evals/configs/headroom.yaml"
-TASKS = ("chain_sum", "ticket_routing", "letter_counting", "simple_equations")
+TASKS = ("chain_sum", "ticket_routing", "date_normalize", "letter_counting", "simple_equations")
 # GEPA runs (an hour each) only where the screen (seed vs hand-written) shows room; RESULTS.md §1 lists the tasks
 # screened with `fst eval` alone (basic_arithmetic, leg_counting, number_sorting, spell_backward, decimal_chain_sum).
-GEPA_TASKS = ("chain_sum", "ticket_routing")
+GEPA_TASKS = ("chain_sum", "ticket_routing", "date_normalize")
 RL_TEMPERATURE = 1.0  # rl.temperature in evals/configs/fast_weights.yaml (the default)
 
 # Per task, settings over the config (dotted keys, as `--set`). ticket_routing: SmolLM2-135M answers the customer
 # whatever the system prompt says (0 of 40 under four instructions, one listing the teams), so the stronger
 # offline policy; a one-word answer needs few tokens; the reflection prompt asks for the convention (the teams
-# and their topics) instead of a worked procedure; 400 problems scored fit the CPU-hour.
-TASK_SETTINGS: dict[str, dict] = {
-    "ticket_routing": {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 24,
-                       "gepa.max_metric_calls": 400, "reflection.template": "convention"},
-}
+# and their topics) instead of a worked procedure; 400 problems scored fit the CPU-hour. date_normalize: the same
+# (a house date format is a convention too; SmolLM2 is not screened on it).
+CONVENTION_ON_QWEN = {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 24,
+                      "gepa.max_metric_calls": 400, "reflection.template": "convention"}
+TASK_SETTINGS: dict[str, dict] = {"ticket_routing": CONVENTION_ON_QWEN, "date_normalize": CONVENTION_ON_QWEN}
 
 STEP_BY_STEP = ("Work it out step by step: write each intermediate result on its own line. "
                 "End with a final line of the form 'Answer: <integer>'.")
@@ -45,6 +45,8 @@ HAND_WRITTEN = {
                        "billing, delivery, tech, accounts or returns.\nExamples: 'I was charged twice' -> billing. "
                        "'My parcel has not arrived' -> delivery. 'The app crashes' -> tech. 'I forgot my password' -> "
                        "accounts. 'The item is damaged, I want to send it back' -> returns."),
+    "date_normalize": ("Reply with the date only, written as YYYY-MM-DD (for example 2025-04-03). Numeric dates in "
+                       "the message are day first: 03.04.2025 and 3/4/2025 both mean 3 April 2025, so 2025-04-03."),
     "basic_arithmetic": STEP_BY_STEP,
     "letter_counting": ("Spell the text one letter at a time, one per line, and mark each letter that matches "
                         "with '<-'. Then count the marks. End with a final line 'Answer: <integer>'."),

@@ -97,15 +97,15 @@ def test_every_study_run_has_a_valid_config_with_its_task_settings(study):
     from fst_prompt.config import CONVENTION_TEMPLATE, load_config
 
     runs = [j for j in study.jobs_for(list(study.TASKS), [0, 1]) if j.argv[0] == "run"]
-    assert {j.name.split("/")[0] for j in runs} == {"chain_sum", "ticket_routing"}  # GEPA where there is headroom
+    assert {j.name.split("/")[0] for j in runs} == {"chain_sum", "ticket_routing", "date_normalize"}  # headroom
     for job in runs:
         overrides = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--set"]
         config = load_config(job.argv[1], overrides)
         task = job.name.split("/")[0]
         assert config.task == task and config.seed == int(job.name[-1])
-        routing = task == "ticket_routing"
-        assert config.policy.model == ("qwen2.5-coder-0.5b-instruct" if routing else "smollm2-135m-instruct")
-        assert (config.reflection.template == CONVENTION_TEMPLATE) == routing
+        convention = task in ("ticket_routing", "date_normalize")
+        assert config.policy.model == ("qwen2.5-coder-0.5b-instruct" if convention else "smollm2-135m-instruct")
+        assert (config.reflection.template == CONVENTION_TEMPLATE) == convention
 
 
 def test_headroom_scores_the_seed_and_hand_written_instructions_also_as_rl_samples_them():

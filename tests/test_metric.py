@@ -150,3 +150,37 @@ def test_ticket_routing_metric(reply, score, says):
     feedback = task.score(gold, dspy.Prediction(team=reply))
     assert feedback.score == score and says in feedback.feedback
     assert feedback.feedback.endswith("go to the 'delivery' team.")  # the rule, right or wrong
+
+
+def test_date_normalize_splits_are_disjoint_in_dates_and_deterministic():
+    from fst_prompt.baselines import majority_baseline
+    from fst_prompt.programs import load_task
+
+    task, again = load_task("date_normalize", sizes=(50, 25, 25)), load_task("date_normalize", sizes=(50, 25, 25))
+    assert [e.message for e in task.val] == [e.message for e in again.val]
+    assert [e.date for e in load_task("date_normalize", seed=1, sizes=(50, 25, 25)).val] != [e.date for e in task.val]
+    dates = [{e.date for e in task.split(s)} for s in ("train", "val", "test")]
+    assert sum(map(len, dates)) == 100 and len(set().union(*dates)) == 100  # no answer twice, in or across splits
+    for e in task.val:  # the message names its date in some spelling: the day's number is in it
+        assert str(int(e.date[-2:])) in e.message and e.date not in e.message
+    assert majority_baseline(task, "val").accuracy == 1 / 25
+    with pytest.raises(TaskError, match="distinct dates"):
+        load_task("date_normalize", sizes=(2000, 5, 5))
+
+
+@pytest.mark.parametrize(("reply", "score", "says"), [
+    ("2026-03-07", 1.0, "Correct: 2026-03-07."),
+    ("The date is 2026-03-07.", 1.0, "Correct"),
+    ("7 March 2026", 0.0, "has no date written as YYYY-MM-DD"),
+    ("2026-07-03", 0.0, "expected 2026-03-07, the reply gave 2026-07-03"),
+    ("2026-03-07 or 2026-07-03", 0.0, "gives several dates (2026-03-07, 2026-07-03); give one"),
+    ("", 0.0, "has no date"),
+])
+def test_date_normalize_metric(reply, score, says):
+    from fst_prompt.programs import load_task
+
+    task = load_task("date_normalize", sizes=(5, 5, 5))
+    gold = dspy.Example(message="Please deliver it on 07.03.2026.", date="2026-03-07").with_inputs("message")
+    feedback = task.score(gold, dspy.Prediction(date=reply))
+    assert feedback.score == score and says in feedback.feedback
+    assert feedback.feedback.endswith("(03.04.2025 is 3 April 2025).")  # the convention, right or wrong
