@@ -57,7 +57,8 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                        "constant": last.get("val_majority_baseline"), "rl_steps": last["rl_steps"],
                        "anchor_gains": [p.get("anchor_gain") for p in accepted],
                        "val_gains": [p.get("val_gain") for p in accepted],
-                       "minutes": json.loads((results / "done.json").read_text())["wall_seconds"] / 60}
+                       "n": last.get("eval_n") or _eval_n(results), "fast_minutes": last["fast_seconds"] / 60,
+                       "slow_minutes": last["slow_seconds"] / 60}
         if not runs:
             continue
         gains = [r["gain"] for r in runs.values()]
@@ -70,9 +71,22 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
     return out
 
 
+def _eval_n(results: Path) -> int:
+    """Val n of a run that predates `eval_n` in metrics.jsonl: its config's."""
+    import yaml
+
+    return yaml.safe_load((results / "config.yaml").read_text())["loop"]["eval_n"]
+
+
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
+
+
+def _ci(x: float, n: int) -> str:
+    from fst_prompt.stats import with_interval
+
+    return with_interval(x, n)
 
 
 def _f(x: float | None) -> str:
@@ -84,16 +98,20 @@ def markdown(a: dict) -> str:
              f"Regenerate: `python evals/fast_weights.py` (config `{a['config']}`). Val accuracy (greedy,",
              "n = 128) at the last cycle, best vs seed instruction under the same trained weights; proposals accepted",
              "/ evaluated over the run; overfitting check: accepted proposals' mean gain over their parent on the",
-             "anchor (sampled scores) and on held-out val problems (same scoring).", "",
+             "anchor (sampled scores) and on held-out val problems (same scoring). Brackets: 95% Wilson intervals.",
+             "Minutes: the run's own GEPA rounds (fast) and RL steps (slow), from its ledger (a resumed run counts",
+             "what its state kept).", "",
              "| task | seed | RL steps | best | seed instr. | constant | best − seed | accepted / tried | "
-             "anchor gain | val gain | minutes |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "anchor gain | val gain | fast / slow min |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for task, t in a["tasks"].items():
         for s, r in t["runs"].items():
-            lines.append(f"| {task} | {s} | {r['rl_steps']} | {r['best']:.3f} | {r['seed']:.3f} | "
+            lines.append(f"| {task} | {s} | {r['rl_steps']} | {_ci(r['best'], r['n'])} | {_ci(r['seed'], r['n'])} | "
                          f"{r['constant']:.3f} | {r['gain']:+.3f} | {r['accepted']}/{r['tried']} | "
-                         f"{_f(_mean(r['anchor_gains']))} | {_f(_mean(r['val_gains']))} | {r['minutes']:.0f} |")
+                         f"{_f(_mean(r['anchor_gains']))} | {_f(_mean(r['val_gains']))} | "
+                         f"{r['fast_minutes']:.0f} / {r['slow_minutes']:.0f} |")
+        spread = f"(sd {t['sd_gain']:.3f})" if len(t["runs"]) > 1 else "(one run: no spread)"
         lines.append(f"| **{task}** | mean of {len(t['runs'])} | | | | | **{t['mean_gain']:+.3f}** "
-                     f"(sd {t['sd_gain']:.3f}) | **{t['accepted']}/{t['tried']} = {t['acceptance']:.0%}** | "
+                     f"{spread} | **{t['accepted']}/{t['tried']} = {t['acceptance']:.0%}** | "
                      f"{_f(t['mean_anchor_gain'])} | {_f(t['mean_val_gain'])} | |")
     return "\n".join(lines)
 

@@ -137,6 +137,12 @@ def _f(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
+def _ci(x: float | None, n: int) -> str:
+    from fst_prompt.stats import with_interval
+
+    return "–" if x is None else with_interval(x, n)
+
+
 def markdown(a: dict) -> str:
     seeds = a["seeds"]
     lines = [
@@ -146,7 +152,7 @@ def markdown(a: dict) -> str:
         "constant baseline is the best single answer (`fst_prompt/baselines.py`). GEPA: one gepa-mode `fst run` per",
         "seed: its best instruction's val accuracy (accepted/tried proposals, metric calls used/budget, wall minutes, "
         "the commit it ran). Sampled: the same instruction, one completion a problem at the RL temperature "
-        f"(T = {RL_TEMPERATURE:g}), as FST's fast step and RL see it.",
+        f"(T = {RL_TEMPERATURE:g}), as FST's fast step and RL see it. Brackets: 95% Wilson intervals at that n.",
         "",
         "| " + " | ".join(["task", "policy", "n", "constant", "seed instruction", "hand-written",
                            *(f"GEPA s{s}" for s in seeds), "GEPA mean", "GEPA ≥ seed + 0.10", "seed, sampled",
@@ -155,13 +161,14 @@ def markdown(a: dict) -> str:
     ]
     for task, r in a["tasks"].items():
         runs = [r["gepa"].get(s) for s in seeds]
-        cells = [f"{_f(g['val_accuracy'])} ({g['accepted']}/{g['tried']}, {g['metric_calls']}/{g['budget']} calls, "
-                 f"{g['minutes']:.0f} min, `{g['commit']}`)" if g else "–" for g in runs]
+        cells = [f"{_ci(g['val_accuracy'], r['n'])} ({g['accepted']}/{g['tried']}, {g['metric_calls']}/{g['budget']} "
+                 f"calls, {g['minutes']:.0f} min, `{g['commit']}`)" if g else "–" for g in runs]
         constant = f"{_f(r['constant'])} ({r['constant_answer']!r})"
-        lines.append("| " + " | ".join([task, r["policy"], str(r["n"]), constant, _f(r["seed"]), _f(r["hand"]),
+        lines.append("| " + " | ".join([task, r["policy"], str(r["n"]), constant, _ci(r["seed"], r["n"]),
+                                         _ci(r["hand"], r["n"]),
                                          *cells, _f(r["gepa_mean"]),
                                          f"{r['gepa_beats_seed_by_0.10']} of {sum(g is not None for g in runs)}",
-                                         _f(r.get("seed_sampled")), _f(r.get("hand_sampled"))])
+                                         _ci(r.get("seed_sampled"), r["n"]), _ci(r.get("hand_sampled"), r["n"])])
                      + " |")
     lines += ["", "## Instructions", ""]
     for task, r in a["tasks"].items():

@@ -267,7 +267,10 @@ def read_prompt_file(path: Path) -> dict[str, str]:
 
 def _print_summary(s: dict[str, Any], model: str, baseline: Baseline | None = None) -> None:
     print(f"task={s['task']} split={s['split']} n={s['n']} model={model}")
-    print(f"  accuracy           {s['accuracy']:.3f}   (mean score {s['mean_score']:.3f})")
+    from fst_prompt.stats import with_interval
+
+    print(f"  accuracy           {with_interval(s['accuracy'], s['n'])}   (95% Wilson interval; mean score "
+          f"{s['mean_score']:.3f})")
     if baseline is not None:
         print(f"  constant baseline  {baseline.accuracy:.3f}   (always answering {baseline.answer!r})")
     print(f"  parse failures     {s['parse_failure_rate']:.3f}   (cut at max tokens {s['truncated_rate']:.3f})")

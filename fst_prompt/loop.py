@@ -198,7 +198,7 @@ def _evaluate(stage: Stage, tasks: list[Task], population: Population, config: R
         kl = {"kl": estimate.mean, "kl_stderr": estimate.stderr}
     return {"cycle": state.cycle, "mode": config.loop.mode, "stage": stage.index, "task": task.name,
             "val_accuracy_best": by_task[task.name], "val_accuracy_seed": seed_acc, "val_accuracy_by_task": by_task,
-            "val_majority_baseline": majority_baseline(task, "val", n).accuracy,
+            "val_majority_baseline": majority_baseline(task, "val", n).accuracy, "eval_n": min(n, len(task.val)),
             **kl, "best_id": best.id, "population": len(population), **asdict(state.ledger),
             "total_rollouts": state.ledger.total_rollouts, "time": time.time()}
 
