@@ -67,8 +67,8 @@ def mixed_precision_flags(dtype: str) -> dict[str, bool]:
 
 def release_memory() -> bool:
     """Between the loop's phases: collect garbage, empty the CUDA cache, and hand the C heap's free pages back to
-    the system (glibc's `malloc_trim`). A GEPA round's tensors are freed but glibc keeps their pages, so without
-    this the RL step after it starts gigabytes higher (Qwen-0.5B on a 24 GiB CPU machine was OOM-killed there).
+    the system (glibc's `malloc_trim`). A GEPA round's tensors are freed but glibc may keep their pages, so without
+    this the RL step after it can start gigabytes higher (Qwen-0.5B on a 24 GiB CPU machine was OOM-killed there).
     True when the heap was trimmed (glibc only; elsewhere the collection alone)."""
     gc.collect()
     if torch.cuda.is_available():
