@@ -83,17 +83,13 @@ def _mean(values) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _ci(x: float, n: int) -> str:
-    from fst_prompt.stats import with_interval
-
-    return with_interval(x, n)
-
-
 def _f(x: float | None) -> str:
     return "–" if x is None else f"{x:+.3f}" if x < 0 or x > 0 else "0.000"
 
 
 def markdown(a: dict) -> str:
+    from fst_prompt.stats import with_interval as _ci
+
     lines = ["# Fast weights in FST runs", "",
              f"Regenerate: `python evals/fast_weights.py` (config `{a['config']}`). Val accuracy (greedy,",
              "n = 128) at the last cycle, best vs seed instruction under the same trained weights; proposals accepted",
