@@ -1,16 +1,22 @@
 """Study 1 — RL vs GEPA-only vs GEPA->RL vs FST, same RL steps, several tasks and seeds.
 
-    python evals/compare.py [--tasks chain_sum letter_counting] [--seeds 0 1 2] [--jobs 2] [--report-only]
+    python evals/compare.py [--study v2] [--tasks ticket_routing date_normalize] [--seeds 0 1 2] [--jobs 1]
+                            [--modes rl fst ...] [--report-only]
 
-Runs `fst run evals/configs/compare.yaml` once per (task, seed, mode) — finished runs are skipped — plus
-`fst eval` of the base weights with the seed instruction (step 0, shared by every method: greedy decoding)
-and with each FST run's learned instruction (the 2x2 table). Then writes to `evals/results/compare/`:
+`--study v2` (the default): `evals/configs/compare_v2.yaml` (Qwen2.5-Coder-0.5B, 24 RL steps, a light
+evaluation every 2 steps, val n = 128, KL probe 32 x 4), results in `evals/results/compare_v2/`. `--study v1`:
+the first study's `evals/configs/compare.yaml` (SmolLM2, 12 steps, val n = 32), results in
+`evals/results/compare/`. Runs `fst run <config>` once per (task, seed, mode) — finished runs are skipped —
+plus `fst eval` of the base weights with the seed instruction (step 0, shared by every method: greedy
+decoding) and with each FST run's learned instruction (the 2x2 table). Then writes to the results folder:
 
-- `accuracy.png`: val accuracy vs RL step and vs policy rollouts (RL + GEPA), mean over seeds with a
-  min-max band, one panel row per task;
-- `kl_vs_accuracy.png`: KL(pi || pi_base) vs val accuracy for RL and FST;
-- `compare.json` + `compare.md`: steps to reach RL's peak (FST, GEPA->RL), KL at matched accuracy
-  (FST / RL), the 2x2 table, final accuracies, wall times.
+- `accuracy.png`: val accuracy vs RL step, vs policy rollouts (RL + GEPA) and vs seconds of GEPA + RL work,
+  mean over seeds with a min-max band and the constant-answer baseline, one panel row per task;
+- `kl_vs_accuracy.png`: KL(pi || pi_base) (with 1.96 standard errors) vs val accuracy;
+- `<study>.json` + `<study>.md`: final accuracy and the area under the accuracy curve per method; paired
+  per-seed differences against RL with seeded bootstrap 95% intervals; steps (rollouts, seconds) to reach
+  RL's smoothed peak; KL at matched accuracy (FST / RL); the 2x2 table; and the paper's claims next to ours
+  (confirmed / refuted / undecided). `--report-only` redraws all of it from the stored runs, byte for byte.
 
 GEPA->RL spends the GEPA budget FST spreads over its cycles (cycles x gepa.max_metric_calls) in one round
 on the base weights, anchored on every problem its RL steps will use, then trains with the best instruction.
@@ -26,10 +32,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runner import RESULTS, ROOT, Job, driver_parser, eval_job, load_cycles, run_jobs, write_report  # noqa: E402
 
-CONFIG = "evals/configs/compare.yaml"
+from fst_prompt.state import read_jsonl  # noqa: E402
+from fst_prompt.stats import bootstrap_mean, first_reach, mean_over_curve, smooth, with_interval  # noqa: E402
+
 MODES = ("rl", "fst", "gepa-then-rl", "gepa")
 LABELS = {"rl": "RL", "fst": "FST", "gepa-then-rl": "GEPA→RL", "gepa": "GEPA-only"}
-STUDY = "compare"
+STUDIES = {  # --study: results folder, config, default tasks
+    "v2": ("compare_v2", "evals/configs/compare_v2.yaml", ["ticket_routing", "date_normalize"]),
+    "v1": ("compare", "evals/configs/compare.yaml", ["chain_sum", "letter_counting"]),
+}
+STUDY, CONFIG, _ = STUDIES["v2"]
 
 
 def base_config() -> dict:
@@ -77,43 +89,102 @@ def eval_accuracy(results: Path) -> float | None:
     return json.loads(path.read_text())["accuracy"] if path.is_file() else None
 
 
+def eval_n(results: Path) -> int | None:
+    path = results / "eval.json"
+    return json.loads(path.read_text()).get("n") if path.is_file() else None
+
+
+def constant_baseline(task: str, curves: dict) -> float | None:
+    """The best constant answer's accuracy on the evaluated val problems, as the runs recorded it (the base
+    evaluation's `majority_baseline`, else the cycle records'); None for runs older than that record: the
+    splits have changed since, so today's task would give another split's figure."""
+    path = RESULTS / STUDY / task / "base" / "eval.json"
+    recorded = json.loads(path.read_text()).get("majority_baseline") if path.is_file() else None
+    if recorded:
+        return recorded["accuracy"]
+    cycles = [p["constant"] for per in curves.values() for c in per.values() for p in c[1:]
+              if p.get("constant") is not None]
+    return cycles[-1] if cycles else None
+
+
 def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None:
-    """(rl_step, rollouts, accuracy, kl) per evaluation, step 0 = the base weights with the seed instruction."""
+    """One point per evaluation: RL step, policy rollouts (RL + GEPA), seconds of fast + slow work, val
+    accuracy (best and seed instruction), KL and its standard error; step 0 = base weights, seed instruction."""
     results = RESULTS / STUDY / task / f"{mode}-s{seed}"
     if not (results / "done.json").is_file():
         return None
-    T = base_config()["loop"]["steps_per_cycle"]
-    points = [{"step": 0, "rollouts": 0, "acc": base_acc, "seed_acc": base_acc, "kl": 0.0, "cycle": -1,
-               "accepted": 0, "tried": 0}]
+    import yaml
+
+    T = yaml.safe_load((results / "config.yaml").read_text())["loop"]["steps_per_cycle"]  # the run's own
+    points = [{"step": 0, "rollouts": 0, "seconds": 0.0, "acc": base_acc, "seed_acc": base_acc, "kl": 0.0,
+               "kl_stderr": 0.0, "cycle": -1, "accepted": 0, "tried": 0, "n": None}]
     for c in load_cycles(results):
         step = c["rl_steps"] if mode != "gepa" else (c["cycle"] + 1) * T
-        points.append({"step": step, "rollouts": c["total_rollouts"], "acc": c["val_accuracy_best"],
-                       "seed_acc": c["val_accuracy_seed"], "kl": c["kl"], "cycle": c["cycle"],
-                       "accepted": c["proposals_accepted"], "tried": c["proposals_tried"]})
+        points.append({"step": step, "rollouts": c["total_rollouts"],
+                       "seconds": c.get("fast_seconds", 0.0) + c.get("slow_seconds", 0.0),
+                       "acc": c["val_accuracy_best"], "seed_acc": c["val_accuracy_seed"], "kl": c["kl"],
+                       "kl_stderr": c.get("kl_stderr", 0.0), "cycle": c["cycle"],
+                       "accepted": c["proposals_accepted"], "tried": c["proposals_tried"],
+                       "constant": c.get("val_majority_baseline"), "n": c.get("eval_n")})
+    between = {r["rl_steps"]: r for r in read_jsonl(results / "evals.jsonl")} if (results / "evals.jsonl").is_file() \
+        else {}  # evaluations between RL steps (loop.eval_every): accuracy on a fixed val subset, no KL
+    points += [{"step": r["rl_steps"], "rollouts": r["total_rollouts"], "seconds": r["seconds"],
+                "acc": r["val_accuracy_best"], "kl": None, "kl_stderr": None, "cycle": r["cycle"], "n": r["eval_n"]}
+               for r in between.values()]
+    points.sort(key=lambda p: (p["step"], p["kl"] is None))  # a cycle's full evaluation before a light one
     return points
 
 
-def steps_to_reach(points: list[dict], target: float) -> int | None:
-    return next((p["step"] for p in points if p["acc"] >= target), None)
+def smoothed(points: list[dict]) -> list[float]:
+    """The accuracy curve averaged over 3 neighbouring evaluations (a lone evaluation is one problem's luck)."""
+    return smooth([p["acc"] for p in points], 3 if len(points) >= 3 else 1)
+
+
+def reach(rl: list[dict], other: list[dict], axis: str) -> dict:
+    """Steps (or rollouts, or seconds) to reach RL's peak on the smoothed curves, interpolated between
+    evaluations; ratio = RL's / the other method's (> 1: the other gets there sooner)."""
+    rl_acc = smoothed(rl)
+    peak = max(rl_acc)
+    x_rl = first_reach([p[axis] for p in rl], rl_acc, peak)
+    x_other = first_reach([p[axis] for p in other], smoothed(other), peak)
+    ratio = x_rl / x_other if x_rl and x_other else None  # RL peaking at the start or never reached: no ratio
+    return {"rl_peak": peak, "rl": x_rl, "other": x_other, "ratio": ratio}
 
 
 def kl_at(points: list[dict], acc: float) -> float | None:
-    """KL when the run first reaches `acc`, linearly interpolated between evaluations (None if never)."""
-    for a, b in zip(points, points[1:], strict=False):
-        if b["acc"] >= acc:
-            if a["acc"] >= acc:
-                return a["kl"]
-            t = (acc - a["acc"]) / (b["acc"] - a["acc"])
-            return a["kl"] + t * (b["kl"] - a["kl"])
-    return None
+    """KL where the smoothed accuracy curve first reaches `acc`, linear in the step between the evaluations
+    that measured KL (the full ones)."""
+    x = first_reach([p["step"] for p in points], smoothed(points), acc)
+    if x is None:
+        return None
+    measured = [(p["step"], p["kl"]) for p in points if p["kl"] is not None]
+    for (s0, k0), (s1, k1) in zip(measured, measured[1:], strict=False):
+        if s0 <= x <= s1:
+            return k0 if s1 == s0 else k0 + (x - s0) / (s1 - s0) * (k1 - k0)
+    return measured[0][1] if x <= measured[0][0] else measured[-1][1]
 
 
-def spread(values: list[float]) -> dict:
+def summary(values: list[float | None]) -> dict:
+    """Mean, sd, min, max and a seeded 95% bootstrap interval of the mean over runs (n = runs)."""
     values = [v for v in values if v is not None]
     if not values:
         return {"n": 0}
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values),
-            "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+    lo, hi = bootstrap_mean(values)
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "ci": [lo, hi], "n": len(values)}
+
+
+def reading(s: dict, *, better: str, null: float) -> str:
+    """Confirmed / refuted / undecided: where the 95% interval lies against no effect (`null`); fewer
+    than 3 runs decide nothing."""
+    if s.get("n", 0) < 3:
+        return f"undecided (n = {s.get('n', 0)} runs)"
+    lo, hi = s["ci"]
+    if (lo > null) if better == "above" else (hi < null):
+        return "confirmed"
+    if (hi <= null) if better == "above" else (lo >= null):
+        return "refuted"
+    return "undecided"
 
 
 def analyse(tasks: list[str], seeds: list[int]) -> dict:
@@ -124,87 +195,140 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
             continue
         curves = {m: {s: curve(task, m, s, base) for s in seeds} for m in MODES}
         curves = {m: {s: c for s, c in per.items() if c} for m, per in curves.items()}
-        t: dict = {"base_accuracy": base, "curves": curves, "reach_rl_peak": {}, "kl_ratio_matched": [],
-                   "final": {}, "two_by_two": {}, "wall_minutes": {}}
+        n = eval_n(RESULTS / STUDY / task / "base")
+        t: dict = {"base_accuracy": base, "eval_n": n, "constant": constant_baseline(task, curves), "curves": curves,
+                   "final": {}, "auc": {},
+                   "paired": {}, "reach_rl_peak": {}, "kl": {}, "wall_minutes": {}}
         for m in MODES:
-            t["final"][m] = spread([c[-1]["acc"] for c in curves[m].values()])
-            t["wall_minutes"][m] = spread([json.loads((RESULTS / STUDY / task / f"{m}-s{s}" / "done.json").read_text())
-                                           ["wall_seconds"] / 60 for s in curves[m]])
+            t["final"][m] = summary([c[-1]["acc"] for c in curves[m].values()])
+            t["auc"][m] = summary([mean_over_curve([p["step"] for p in c], [p["acc"] for p in c])
+                                   for c in curves[m].values()])
+            t["wall_minutes"][m] = summary([json.loads((RESULTS / STUDY / task / f"{m}-s{s}" / "done.json")
+                                                       .read_text())["wall_seconds"] / 60 for s in curves[m]])
         for m in ("fst", "gepa-then-rl"):
-            rows = []
-            for s, rl in curves["rl"].items():
-                if s not in curves[m]:
-                    continue
-                peak = max(p["acc"] for p in rl)
-                rl_steps = steps_to_reach(rl, peak)
-                other = steps_to_reach(curves[m][s], peak)
-                rows.append({"seed": s, "rl_peak": peak, "rl_steps": rl_steps, "steps": other,
-                             "ratio": (rl_steps / other) if other else None})
-            t["reach_rl_peak"][m] = {"runs": rows, "ratio": spread([r["ratio"] for r in rows if r["ratio"]]),
-                                     "reached": sum(r["steps"] is not None for r in rows)}
-        for s, rl in curves["rl"].items():
-            if s not in curves["fst"]:
-                continue
-            fst = curves["fst"][s]
-            matched = min(max(p["acc"] for p in rl), max(p["acc"] for p in fst))  # both runs reach it
+            seeds_both = [s for s in curves["rl"] if s in curves[m]]
+            rl, other = curves["rl"], curves[m]
+            t["paired"][m] = {
+                "seeds": seeds_both,
+                "final": summary([other[s][-1]["acc"] - rl[s][-1]["acc"] for s in seeds_both]),
+                "auc": summary([mean_over_curve([p["step"] for p in other[s]], [p["acc"] for p in other[s]])
+                                - mean_over_curve([p["step"] for p in rl[s]], [p["acc"] for p in rl[s]])
+                                for s in seeds_both])}
+            t["reach_rl_peak"][m] = {}
+            for axis in ("step", "rollouts", "seconds"):
+                runs = [{"seed": s, **reach(rl[s], other[s], axis)} for s in seeds_both]
+                t["reach_rl_peak"][m][axis] = {"runs": runs, "ratio": summary([r["ratio"] for r in runs]),
+                                               "reached": sum(r["other"] is not None for r in runs)}
+        rows = []
+        for s in (s for s in curves["rl"] if s in curves["fst"]):
+            rl, fst = curves["rl"][s], curves["fst"][s]
+            matched = min(max(smoothed(rl)), max(smoothed(fst)))  # both runs reach it
             kl_rl, kl_fst = kl_at(rl, matched), kl_at(fst, matched)
-            t["kl_ratio_matched"].append({"seed": s, "acc": matched, "kl_rl": kl_rl, "kl_fst": kl_fst,
-                                          "ratio": kl_fst / kl_rl if kl_rl else None,
-                                          "final_kl_rl": rl[-1]["kl"], "final_kl_fst": fst[-1]["kl"]})
-        t["kl_ratio"] = spread([r["ratio"] for r in t["kl_ratio_matched"] if r["ratio"] is not None])
-        t["final_kl_ratio"] = spread([r["final_kl_fst"] / r["final_kl_rl"] for r in t["kl_ratio_matched"]
-                                      if r["final_kl_rl"]])
+            rows.append({"seed": s, "acc": matched, "kl_rl": kl_rl, "kl_fst": kl_fst,
+                         "ratio": kl_fst / kl_rl if kl_rl else None, "final_kl_rl": rl[-1]["kl"],
+                         "final_kl_rl_stderr": rl[-1]["kl_stderr"], "final_kl_fst": fst[-1]["kl"],
+                         "final_kl_fst_stderr": fst[-1]["kl_stderr"]})
+        t["kl"] = {"runs": rows, "matched_ratio": summary([r["ratio"] for r in rows]),
+                   "final_ratio": summary([r["final_kl_fst"] / r["final_kl_rl"] for r in rows if r["final_kl_rl"]])}
         learned = [eval_accuracy(RESULTS / STUDY / task / f"base-learned-s{s}") for s in curves["fst"]]
         t["two_by_two"] = {
-            "base_seed": base,
-            "base_learned": spread(learned),
-            "fst_seed": spread([c[-1]["seed_acc"] for c in curves["fst"].values()]),
-            "fst_learned": spread([c[-1]["acc"] for c in curves["fst"].values()]),
-            "rl_seed": spread([c[-1]["acc"] for c in curves["rl"].values()]),
+            "base_seed": summary([base]),
+            "base_learned": summary(learned),
+            "fst_seed": summary([c[-1]["seed_acc"] for c in curves["fst"].values()]),
+            "fst_learned": summary([c[-1]["acc"] for c in curves["fst"].values()]),
+            "rl_seed": summary([c[-1]["acc"] for c in curves["rl"].values()]),
         }
         out["tasks"][task] = t
+    out["paper"] = paper_table(out["tasks"])
     return out
 
 
+PAPER = {"steps": "3.0x (CodeIO), 1.4x (Math), 3.0x (HoVer-hard) fewer RL steps to RL's peak",
+         "kl": "up to ~70% lower KL at matched reward (FST/RL ≈ 0.3)"}
+
+
+def paper_table(tasks: dict) -> list[dict]:
+    """One row per claim and task: the paper's value, ours with its interval and n, and the reading."""
+    rows = []
+    for task, t in tasks.items():
+        steps = t["reach_rl_peak"].get("fst", {}).get("step", {"ratio": {"n": 0}, "reached": 0, "runs": []})
+        rows.append({"claim": "steps to RL's peak, RL/FST", "task": task, "paper": PAPER["steps"],
+                     "ours": steps["ratio"], "reached": f"{steps['reached']}/{len(steps['runs'])}",
+                     "reading": reading(steps["ratio"], better="above", null=1.0)})
+        kl = t["kl"]["matched_ratio"]
+        rows.append({"claim": "KL at matched accuracy, FST/RL", "task": task, "paper": PAPER["kl"], "ours": kl,
+                     "reached": "", "reading": reading(kl, better="below", null=1.0)})
+    return rows
+
+
 def fmt(s: dict, digits: int = 3) -> str:
+    """'0.354 [0.281, 0.438] (n=3)': a mean over runs with its 95% bootstrap interval."""
     if not s or s.get("n", 0) == 0:
         return "–"
-    return f"{s['mean']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}] (n={s['n']})"
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f} (n=1)"
+    lo, hi = s["ci"]
+    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']})"
 
 
 def markdown(a: dict) -> str:
-    lines = ["Mean [min, max] over seeds (n = runs). Val accuracy on 32 val problems, greedy.", ""]
+    lines = ["Means over seeds with a seeded 95% bootstrap interval of the mean (n = runs); with 3 runs an "
+             "interval spans at most what those runs span. Val accuracy greedy; step 0 = base weights with the "
+             "seed instruction. Steps to reach a level are read on curves smoothed over 3 evaluations and "
+             "interpolated between evaluations.", ""]
     for task, t in a["tasks"].items():
-        lines += [f"### {task}", "", f"Step 0 (base weights, seed instruction): {t['base_accuracy']:.3f}", "",
-                  "| method | final val accuracy | wall minutes per run |", "|---|---|---|"]
-        lines += [f"| {LABELS[m]} | {fmt(t['final'][m])} | {fmt(t['wall_minutes'][m], 1)} |" for m in MODES]
-        lines += ["", "| | steps to reach RL's peak: ratio RL/method | runs that reached it |", "|---|---|---|"]
+        n = t["eval_n"] or "?"
+        base = f"{t['base_accuracy']:.3f}"
+        if isinstance(t["eval_n"], int):
+            base = with_interval(t["base_accuracy"], t["eval_n"])
+        constant = "not recorded by these runs" if t["constant"] is None else f"{t['constant']:.3f}"
+        lines += [f"### {task}", "",
+                  f"Val n = {n}. Step 0 (base weights, seed instruction): {base}; constant answer: {constant}.", "",
+                  "| method | final val accuracy | mean accuracy over the run (AUC / steps) | wall minutes per run |",
+                  "|---|---|---|---|"]
+        lines += [f"| {LABELS[m]} | {fmt(t['final'][m])} | {fmt(t['auc'][m])} | {fmt(t['wall_minutes'][m], 1)} |"
+                  for m in MODES]
+        lines += ["", "Paired per seed, method − RL:", "", "| method | final accuracy | AUC | seeds |",
+                  "|---|---|---|---|"]
+        for m, p in t["paired"].items():
+            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {p['seeds']} |")
+        lines += ["", "Reaching RL's (smoothed) peak: ratio RL / method (> 1: the method is faster), runs that "
+                      "reached it:", "", "| method | in RL steps | in policy rollouts | in wall time |",
+                  "|---|---|---|---|"]
         for m, r in t["reach_rl_peak"].items():
-            lines.append(f"| {LABELS[m]} | {fmt(r['ratio'], 2)} | {r['reached']}/{len(r['runs'])} |")
-        fst_runs = t["reach_rl_peak"].get("fst", {}).get("runs", [])
+            lines.append(f"| {LABELS[m]} | " + " | ".join(
+                f"{fmt(r[axis]['ratio'], 2)}, {r[axis]['reached']}/{len(r[axis]['runs'])}"
+                for axis in ("step", "rollouts", "seconds")) + " |")
+        fst_runs = t["reach_rl_peak"].get("fst", {}).get("step", {}).get("runs", [])
         lines += ["", "Per seed: " + "; ".join(
-            f"s{r['seed']}: RL peak {r['rl_peak']:.3f} at step {r['rl_steps']}, FST at "
-            f"{r['steps'] if r['steps'] is not None else 'never'}" for r in fst_runs)]
-        lines += ["", f"KL at matched accuracy, FST/RL: {fmt(t['kl_ratio'], 2)}; final KL, FST/RL: "
-                      f"{fmt(t['final_kl_ratio'], 2)}", ""]
+            f"s{r['seed']}: RL peak {r['rl_peak']:.3f} at step {_num(r['rl'], 1)}, FST at {_num(r['other'], 1)}"
+            for r in fst_runs)]
+        kl = t["kl"]
+        lines += ["", f"KL at matched accuracy, FST/RL: {fmt(kl['matched_ratio'], 2)}; final KL, FST/RL: "
+                      f"{fmt(kl['final_ratio'], 2)}", ""]
         lines += ["Per seed: " + "; ".join(
-            f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])}"
-            for r in t["kl_ratio_matched"]), ""]
+            f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])}; final KL "
+            f"RL {r['final_kl_rl']:.3f} ± {r['final_kl_rl_stderr']:.3f} vs FST {r['final_kl_fst']:.3f} ± "
+            f"{r['final_kl_fst_stderr']:.3f}" for r in kl["runs"]), ""]
         accepted = {m: ", ".join(f"s{s}: {c[-1]['accepted']}/{c[-1]['tried']}" for s, c in t["curves"][m].items())
                     for m in ("fst", "gepa-then-rl", "gepa")}
         lines += ["GEPA proposals accepted / evaluated over the run, per seed: "
                   + "; ".join(f"{LABELS[m]} {text}" for m, text in accepted.items()), ""]
         tb = t["two_by_two"]
-        lines += ["2x2 (val accuracy):", "", "| weights \\ instruction | seed | learned (FST's best) |",
+        lines += [f"2x2 (val accuracy, n = {n} each):", "", "| weights \\ instruction | seed | learned (FST's best) |",
                   "|---|---|---|",
-                  f"| base | {tb['base_seed']:.3f} | {fmt(tb['base_learned'])} |",
+                  f"| base | {base} | {fmt(tb['base_learned'])} |",
                   f"| FST-trained | {fmt(tb['fst_seed'])} | {fmt(tb['fst_learned'])} |",
                   f"| RL-trained | {fmt(tb['rl_seed'])} | – |", ""]
-    return "\n".join(lines)
+    lines += ["### Next to the paper", "", "| claim | task | paper | ours | reached | reading |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {r['claim']} | {r['task']} | {r['paper']} | {fmt(r['ours'], 2)} | {r['reached']} | {r['reading']} |"
+              for r in a["paper"]]
+    return "\n".join(lines) + "\n"
 
 
-def _num(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
+def _num(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
 
 
 def plot(a: dict, out: Path) -> list[Path]:
@@ -215,22 +339,26 @@ def plot(a: dict, out: Path) -> list[Path]:
     import numpy as np
 
     tasks = list(a["tasks"])
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(11, 3.8 * len(tasks)), squeeze=False)
+    axes_of = (("step", "RL step (GEPA-only: the cycle's position)"), ("rollouts", "policy rollouts (RL + GEPA)"),
+               ("seconds", "seconds of GEPA + RL work"))
+    fig, axes = plt.subplots(len(tasks), 3, figsize=(15, 3.8 * len(tasks)), squeeze=False)
     for row, task in zip(axes, tasks, strict=True):
+        t = a["tasks"][task]
         for m in MODES:
-            runs = list(a["tasks"][task]["curves"][m].values())
+            runs = list(t["curves"][m].values())
             if not runs:
                 continue
             n = min(len(r) for r in runs)
             acc = np.array([[p["acc"] for p in r[:n]] for r in runs])
-            for ax, key in zip(row, ("step", "rollouts"), strict=True):
+            for ax, (key, _) in zip(row, axes_of, strict=True):
                 x = np.array([[p[key] for p in r[:n]] for r in runs]).mean(0)
                 style = "--" if m == "gepa" else "-"
                 ax.plot(x, acc.mean(0), style, marker="o", label=f"{LABELS[m]} (n={len(runs)})")
                 ax.fill_between(x, acc.min(0), acc.max(0), alpha=0.15)
-        row[0].set(title=f"{task}", xlabel="RL step (GEPA-only: the cycle's position)", ylabel="val accuracy")
-        row[1].set(title=f"{task}", xlabel="policy rollouts (RL + GEPA)", ylabel="val accuracy")
-        for ax in row:
+        for ax, (_, label) in zip(row, axes_of, strict=True):
+            if t["constant"] is not None:
+                ax.axhline(t["constant"], color="grey", ls=":", lw=1, label=f"constant answer {t['constant']:.3f}")
+            ax.set(title=task, xlabel=label, ylabel="val accuracy (mean; band: min-max over seeds)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
     fig.tight_layout()
@@ -241,10 +369,12 @@ def plot(a: dict, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         for m in ("rl", "fst", "gepa-then-rl"):
-            for i, r in enumerate(a["tasks"][task]["curves"][m].values()):
-                ax.plot([p["acc"] for p in r], [p["kl"] for p in r], marker="o", alpha=0.7,
-                        color={"rl": "C0", "fst": "C1", "gepa-then-rl": "C2"}[m], label=LABELS[m] if i == 0 else None)
-        ax.set(title=task, xlabel="val accuracy", ylabel="KL(π‖π_base), nats per sequence")
+            for i, run in enumerate(a["tasks"][task]["curves"][m].values()):
+                r = [p for p in run if p["kl"] is not None]  # the full evaluations
+                ax.errorbar([p["acc"] for p in r], [p["kl"] for p in r], yerr=[1.96 * p["kl_stderr"] for p in r],
+                            marker="o", alpha=0.7, capsize=2, color={"rl": "C0", "fst": "C1", "gepa-then-rl": "C2"}[m],
+                            label=LABELS[m] if i == 0 else None)
+        ax.set(title=task, xlabel="val accuracy", ylabel="KL(π‖π_base), nats per sequence (±1.96 se)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -255,10 +385,14 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
+    global STUDY, CONFIG
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
-    ap.add_argument("--tasks", nargs="+", default=["chain_sum", "letter_counting"])
+    ap.add_argument("--study", choices=list(STUDIES), default="v2")
+    ap.add_argument("--tasks", nargs="+", help="default: the study's")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = ap.parse_args()
+    STUDY, CONFIG, tasks = STUDIES[args.study]
+    args.tasks = args.tasks or tasks
     if not args.report_only:
         run_jobs(run_jobs_for(args.tasks, args.seeds, args.modes), parallel=args.jobs)
         run_jobs(eval_jobs_for(args.tasks, args.seeds), parallel=args.jobs)

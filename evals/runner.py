@@ -1,11 +1,12 @@
 """Run the experiment drivers' `fst` jobs: skip the finished ones, resume the interrupted ones, keep the results.
 
 A job is one `fst run` (or `fst eval`) command. Its working directory is `runs/exp/<study>/<name>` and its
-results — `metrics.jsonl`, `rounds.jsonl`, `state.json` (the final population), `config.yaml`,
-`forgetting.json`, the wall time — are copied to `evals/results/<study>/<name>/`, where a `done.json` marks
-it finished: a driver run again skips it, so a study can be completed in pieces. A `fst run` that was
-interrupted is continued with `--resume`. Only the final weights of a run are kept (for later studies that
-start from them); intermediate checkpoints and optimizer state are deleted.
+results — `metrics.jsonl`, `evals.jsonl` (evaluations between RL steps), `rounds.jsonl`, `steps.jsonl`,
+`state.json` (the final population), `config.yaml`, `forgetting.json`, the wall time — are copied to
+`evals/results/<study>/<name>/`, where a `done.json` marks it finished: a driver run again skips it, so a study
+can be completed in pieces. A `fst run` that was interrupted is continued with `--resume`. Only the final weights
+of a run are kept (for later studies that start from them); intermediate checkpoints and optimizer state are
+deleted.
 
 Generation on this 2-core machine is bound by per-token overhead, not arithmetic: one process with one
 thread is as fast as with two, so two jobs run side by side, each on one thread (`--jobs 2`).
@@ -29,7 +30,8 @@ from fst_prompt.plots import load_cycles  # noqa: F401 - the drivers read finish
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
 RUNS = ROOT / "runs" / "exp"
-KEPT = ("metrics.jsonl", "rounds.jsonl", "steps.jsonl", "state.json", "config.yaml", "forgetting.json", "result.json")
+KEPT = ("metrics.jsonl", "evals.jsonl", "rounds.jsonl", "steps.jsonl", "state.json", "config.yaml", "forgetting.json",
+        "result.json")
 WEIGHTS = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
            "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
 

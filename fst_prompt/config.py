@@ -281,6 +281,10 @@ class LoopConfig(Strict):
     cycles: int = Field(5, ge=1, description="fast/slow cycles")
     steps_per_cycle: int = Field(6, ge=1, description="T: RL steps after each fast step (paper: 6)")
     eval_n: int = Field(64, ge=1, description="val examples evaluated after every cycle")
+    eval_every: int = Field(0, ge=0, description="also every this many RL steps inside a cycle: the best "
+                            "instruction's greedy accuracy on the first eval_every_n val examples, to evals.jsonl "
+                            "(not counted as RL time); 0 = only the evaluation after every cycle")
+    eval_every_n: int = Field(32, ge=1, description="val examples of the evaluations inside a cycle (eval_every)")
     test_n: int = Field(0, ge=0, description="at the end: test accuracy of the seed vs the best instruction on "
                         "the first N test examples of every task, written to result.json; 0 = skip")
     wait_minutes: int = Field(480, ge=1, description="several processes (torchrun / accelerate launch): how long "

@@ -56,6 +56,7 @@ from fst_prompt.state import (
     write_json_atomic,
     write_text_atomic,
 )
+from fst_prompt.step_eval import StepEval
 from fst_prompt.task import Task
 
 
@@ -79,7 +80,8 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
         elif proposer is not None:
             _recall_rejected(proposer, run_dir, state)
         steps = StepLog(run_dir / "steps.jsonl", progress=progress)
-        schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps], processes=procs.count)
+        step_eval = StepEval(run_dir / "evals.jsonl", config, procs)  # light evaluations inside a slow step
+        schedule = Schedule(config, tasks, mode, run_dir, callbacks=[steps, step_eval], processes=procs.count)
         while state.cycle < config.total_cycles:
             stage = schedule.stage_for(state.cycle)
             steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
@@ -92,8 +94,9 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
                                                    state, progress)
                 state = _commit(procs, state, run_dir, population, phase="slow" if mode.trains else "eval")
             if state.phase == "slow":
+                step_eval.begin(stage, population.best().instructions, state)
                 _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
-                           state, procs)
+                           state, procs, step_eval)
                 state = _commit(procs, state, run_dir, population, phase="eval")
             with generating(stage.trainer):
                 procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir)
@@ -156,7 +159,7 @@ def gepa_scoring(config: RunConfig, mode: Mode, cycle: int) -> Scoring:
 
 
 def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, state: RunState,
-               procs: Processes) -> None:
+               procs: Processes, step_eval: StepEval) -> None:
     """Train to the end of this cycle's T steps, resuming TRL from its last checkpoint (optimizer, RNG, data)."""
     t0, trainer, T = time.perf_counter(), stage.trainer, config.loop.steps_per_cycle
     target = (state.cycle - stage.first_cycle + 1) * T
@@ -174,7 +177,7 @@ def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, 
         say(f"  the metric raised on {errors} RL completions (scored 0); last: {getattr(reward, 'last_error', None)}")
     state.ledger.rl_steps = stage.first_cycle * T + trainer.state.global_step
     state.ledger.rl_rollouts = state.ledger.rl_steps * stage.problems_per_step * config.rl.num_generations
-    state.ledger.slow_seconds += time.perf_counter() - t0
+    state.ledger.slow_seconds += time.perf_counter() - t0 - step_eval.seconds  # RL time only
 
 
 def _evaluate(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
@@ -274,7 +277,8 @@ def _resumed_state(run_dir: Path, config: RunConfig) -> RunState:
             shown = "; ".join(f"{k}: {_short(state.config.get(k))} -> {_short(now.get(k))}" for k in changed[:5])
             raise ValueError(f"cannot resume {run_dir} with a changed config ({shown}): these decide which problems, "
                              "candidates or steps the run uses. Resume with the run's own config.yaml, or start a new "
-                             "run_dir. Safe to change: loop.cycles, loop.eval_n, loop.test_n, the reflection endpoint")
+                             "run_dir. Safe to change: loop.cycles, the evaluations (loop.eval_n, loop.eval_every(_n), "
+                             "loop.test_n), the reflection endpoint")
     state.config = now
     return state
 

@@ -19,16 +19,77 @@ def pts(*pairs):
     return [{"step": s, "acc": a, "kl": k} for s, a, k in pairs]
 
 
-def test_steps_to_reach_and_kl_at_matched_accuracy():
-    rl = pts((0, 0.2, 0.0), (4, 0.3, 0.2), (8, 0.5, 0.6), (12, 0.4, 0.8))
-    fst = pts((0, 0.2, 0.0), (4, 0.5, 0.1), (8, 0.6, 0.3))
-    peak = max(p["acc"] for p in rl)
-    assert (compare.steps_to_reach(rl, peak), compare.steps_to_reach(fst, peak)) == (8, 4)  # ratio 2
-    assert compare.steps_to_reach(fst, 0.9) is None
-    assert compare.kl_at(rl, 0.4) == pytest.approx(0.2 + 0.5 * 0.4)  # halfway from 0.3 to 0.5
-    assert compare.kl_at(fst, 0.5) == pytest.approx(0.1) and compare.kl_at(fst, 0.7) is None
-    assert compare.spread([1.0, 3.0, None]) == {"mean": 2.0, "min": 1.0, "max": 3.0, "n": 2,
-                                               "sd": pytest.approx(2**0.5)}
+def test_kl_at_matched_accuracy_reads_the_smoothed_curve_between_evaluations():
+    rl = pts((0, 0.2, 0.0), (4, 0.2, 0.2), (8, 0.5, 0.6), (12, 0.5, 0.8))  # smoothed: .2, .3, .4, .5
+    assert compare.kl_at(rl, 0.35) == pytest.approx(0.2 + 0.5 * 0.4)  # halfway from step 4 to step 8
+    assert compare.kl_at(rl, 0.1) == 0.0 and compare.kl_at(rl, 0.6) is None
+    fast, slow = pts((0, 0.2, 0), (3, 0.5, 0), (6, 0.5, 0)), pts((0, 0.2, 0), (3, 0.2, 0), (6, 0.5, 0), (9, 0.5, 0))
+    # smoothed: slow .2 .3 .4 .5 (peak at step 9); fast .35 .4 .5 (reaches .5 at step 6)
+    r = compare.reach(slow, fast, "step")
+    assert (r["rl_peak"], r["rl"], r["other"], r["ratio"]) == pytest.approx((0.5, 9.0, 6.0, 1.5))
+    assert compare.reach(fast, slow, "step")["ratio"] == pytest.approx(6 / 9)
+    never = pts((0, 0.2, 0), (3, 0.2, 0), (6, 0.2, 0))
+    assert compare.reach(fast, never, "step")["ratio"] is None  # never reached: no ratio
+    assert compare.reach(never, fast, "step")["ratio"] is None  # RL's peak is its start: no ratio
+
+
+def test_readings_need_three_runs_and_an_interval_clear_of_no_effect():
+    assert compare.reading({"n": 2, "ci": [2.0, 3.0]}, better="above", null=1.0).startswith("undecided (n = 2")
+    assert compare.reading({"n": 3, "ci": [1.2, 3.0]}, better="above", null=1.0) == "confirmed"
+    assert compare.reading({"n": 3, "ci": [0.5, 1.0]}, better="above", null=1.0) == "refuted"
+    assert compare.reading({"n": 3, "ci": [0.8, 1.3]}, better="above", null=1.0) == "undecided"
+    assert compare.reading({"n": 5, "ci": [0.2, 0.6]}, better="below", null=1.0) == "confirmed"
+    assert compare.reading({"n": 5, "ci": [1.0, 1.6]}, better="below", null=1.0) == "refuted"
+
+
+def _fake_compare_results(root: Path) -> None:
+    """rl and fst runs of one task over 3 seeds: FST is 0.1 ahead and drifts half as far."""
+    task = root / compare.STUDY / "t"
+    (task / "base").mkdir(parents=True)
+    (task / "base" / "eval.json").write_text(json.dumps({"accuracy": 0.2, "n": 128,
+                                                         "majority_baseline": {"accuracy": 0.05}}))
+    for seed in range(3):
+        for mode, lift, drift in (("rl", 0.0, 1.0), ("fst", 0.1, 0.5)):
+            run = task / f"{mode}-s{seed}"
+            run.mkdir()
+            (run / "config.yaml").write_text("loop:\n  steps_per_cycle: 3\n")
+            (run / "done.json").write_text(json.dumps({"wall_seconds": 600 + 60 * seed}))
+            records = [{"cycle": c, "rl_steps": 3 * (c + 1), "total_rollouts": 24 * (c + 1), "fast_seconds": 0.0,
+                        "slow_seconds": 100.0 * (c + 1), "val_accuracy_best": 0.2 + 0.05 * (c + 1) + lift + 0.01 * seed,
+                        "val_accuracy_seed": 0.2, "kl": drift * (c + 1), "kl_stderr": 0.1, "proposals_accepted": 1,
+                        "proposals_tried": 4} for c in range(4)]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            if mode == "fst":  # light evaluations between RL steps (loop.eval_every = 1, 32 val problems)
+                light = [{"cycle": 0, "rl_steps": s, "val_accuracy_best": 0.3, "eval_n": 32, "total_rollouts": 8 * s,
+                          "seconds": 30.0 * s} for s in (1, 2)]
+                (run / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in light))
+
+
+def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path, monkeypatch):
+    _fake_compare_results(tmp_path)
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    a = compare.analyse(["t"], [0, 1, 2])
+    t = a["tasks"]["t"]
+    assert t["constant"] == 0.05 and t["eval_n"] == 128
+    fst = t["curves"]["fst"][0]
+    assert [(p["step"], p["n"], p["kl"] is None) for p in fst[:4]] == [(0, None, False), (1, 32, True),
+                                                                       (2, 32, True), (3, None, False)]
+    assert t["paired"]["fst"]["final"]["mean"] == pytest.approx(0.1) and t["paired"]["fst"]["final"]["n"] == 3
+    steps = t["reach_rl_peak"]["fst"]["step"]
+    assert steps["reached"] == 3 and steps["ratio"]["mean"] > 1  # FST gets to RL's final level sooner
+    assert t["kl"]["final_ratio"]["mean"] == pytest.approx(0.5)
+    assert t["kl"]["matched_ratio"]["mean"] < 0.5  # at RL's accuracy FST has drifted less than half as far
+    readings = {r["claim"]: r["reading"] for r in a["paper"]}
+    assert set(readings.values()) == {"confirmed"}
+    runner.write_report(compare.STUDY, a, compare.markdown(a), compare.plot)
+    hashes = {p.name: p.read_bytes() for p in (tmp_path / compare.STUDY).iterdir() if p.is_file()}
+    again = compare.analyse(["t"], [0, 1, 2])  # --report-only: a pure function of the stored runs
+    runner.write_report(compare.STUDY, again, compare.markdown(again), compare.plot)
+    report = f"{compare.STUDY}.md"
+    assert set(hashes) == {f"{compare.STUDY}.json", report, "accuracy.png", "kl_vs_accuracy.png"}
+    assert all((tmp_path / compare.STUDY / name).read_bytes() == data for name, data in hashes.items())
+    assert "constant answer: 0.050" in hashes[report].decode()
 
 
 def test_area_under_curve_is_the_mean_accuracy_over_steps():

@@ -65,6 +65,19 @@ def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))[-1] == "checkpoint-4"
 
 
+def test_evaluations_between_rl_steps_leave_the_training_trajectory_unchanged(tmp_path, tiny_path, endpoint):
+    plain = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, loop__mode="rl"), progress=False)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, loop__mode="rl", loop__eval_every=1, loop__eval_every_n=3)
+    dense = loop.run_loop(cfg, progress=False)
+    assert comparable(dense, tmp_path / "b" / "run") == comparable(plain, tmp_path / "a" / "run")
+    assert not (tmp_path / "a" / "run" / "evals.jsonl").exists()
+    records = [json.loads(line) for line in (tmp_path / "b" / "run" / "evals.jsonl").read_text().splitlines()]
+    # steps 1 and 3: the last step of each cycle (2, 4) gets the cycle's full evaluation instead
+    assert [(r["cycle"], r["rl_steps"], r["eval_n"]) for r in records] == [(0, 1, 3), (1, 3, 3)]
+    assert [r["total_rollouts"] for r in records] == [1 * 2 * 2, 3 * 2 * 2]
+    assert 0 < records[0]["seconds"] < records[1]["seconds"] and 0 <= records[0]["val_accuracy_best"] <= 1
+
+
 def test_fast_steps_score_as_rl_samples_and_gepa_mode_greedily(tmp_path, tiny_path, endpoint):
     from fst_prompt.modes import resolve_mode
 
@@ -102,7 +115,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     real_slow = loop._slow_step
     calls = {"n": 0}
 
-    def crashing_slow(stage, contexts, cfg_, state, procs):
+    def crashing_slow(stage, contexts, cfg_, state, procs, step_eval):
         calls["n"] += 1
         if calls["n"] == 2:  # the second cycle's slow phase
             if crash_in in ("middle_of_slow", "mid_checkpoint_write"):
@@ -112,7 +125,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
             if crash_in == "mid_checkpoint_write":  # killed while saving: the Trainer writes trainer_state.json last
                 (tmp_path / "b" / "run" / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()
             raise KeyboardInterrupt("simulated crash")
-        return real_slow(stage, contexts, cfg_, state, procs)
+        return real_slow(stage, contexts, cfg_, state, procs, step_eval)
 
     monkeypatch.setattr(loop, "_slow_step", crashing_slow)
     with pytest.raises(KeyboardInterrupt):
