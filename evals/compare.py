@@ -136,8 +136,10 @@ def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None
 
 
 def smoothed(points: list[dict]) -> list[float]:
-    """The accuracy curve averaged over 3 neighbouring evaluations (a lone evaluation is one problem's luck)."""
-    return smooth([p["acc"] for p in points], 3 if len(points) >= 3 else 1)
+    """The accuracy curve averaged over 3 neighbouring evaluations (a lone evaluation is one problem's luck);
+    step 0 stays the base accuracy every method starts from."""
+    acc = [p["acc"] for p in points]
+    return acc[:1] + smooth(acc, 3 if len(acc) >= 3 else 1)[1:]
 
 
 def reach(rl: list[dict], other: list[dict], axis: str) -> dict:

@@ -59,12 +59,13 @@ def smooth(ys: list[float], window: int = 3) -> list[float]:
     return [sum(ys[max(0, i - h): i + h + 1]) / len(ys[max(0, i - h): i + h + 1]) for i in range(len(ys))]
 
 
-def first_reach(xs: list[float], ys: list[float], target: float) -> float | None:
+def first_reach(xs: list[float], ys: list[float], target: float, tol: float = 1e-9) -> float | None:
     """The x at which the piecewise-linear curve first reaches `target` (interpolated between points, so
-    the steps-to-reach ratio is not limited to ratios of evaluation steps); None if it never does."""
-    if ys and ys[0] >= target:
+    the steps-to-reach ratio is not limited to ratios of evaluation steps); None if it never does. Values
+    within `tol` count as reached (an average of equal accuracies is not always bit-equal to them)."""
+    if ys and ys[0] >= target - tol:
         return float(xs[0])
     for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:], strict=False):
-        if y1 >= target:
-            return x0 + (target - y0) / (y1 - y0) * (x1 - x0)
+        if y1 >= target - tol:
+            return x0 + min(1.0, (target - y0) / (y1 - y0)) * (x1 - x0)
     return None
