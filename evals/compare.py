@@ -25,15 +25,15 @@ on the base weights, anchored on every problem its RL steps will use, then train
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import fmt, reading, summary  # noqa: E402
 from runner import RESULTS, ROOT, Job, driver_parser, eval_job, load_cycles, run_jobs, write_report  # noqa: E402
 
 from fst_prompt.state import read_jsonl  # noqa: E402
-from fst_prompt.stats import bootstrap_mean, first_reach, mean_over_curve, smooth, with_interval  # noqa: E402
+from fst_prompt.stats import first_reach, mean_over_curve, smooth, with_interval  # noqa: E402
 
 MODES = ("rl", "fst", "gepa-then-rl", "gepa")
 LABELS = {"rl": "RL", "fst": "FST", "gepa-then-rl": "GEPA→RL", "gepa": "GEPA-only"}
@@ -166,29 +166,6 @@ def kl_at(points: list[dict], acc: float) -> float | None:
     return measured[0][1] if x <= measured[0][0] else measured[-1][1]
 
 
-def summary(values: list[float | None]) -> dict:
-    """Mean, sd, min, max and a seeded 95% bootstrap interval of the mean over runs (n = runs)."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return {"n": 0}
-    lo, hi = bootstrap_mean(values)
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "ci": [lo, hi], "n": len(values)}
-
-
-def reading(s: dict, *, better: str, null: float) -> str:
-    """Confirmed / refuted / undecided: where the 95% interval lies against no effect (`null`); fewer
-    than 3 runs decide nothing."""
-    if s.get("n", 0) < 3:
-        return f"undecided (n = {s.get('n', 0)} runs)"
-    lo, hi = s["ci"]
-    if (lo > null) if better == "above" else (hi < null):
-        return "confirmed"
-    if (hi <= null) if better == "above" else (lo >= null):
-        return "refuted"
-    return "undecided"
-
-
 def analyse(tasks: list[str], seeds: list[int]) -> dict:
     out: dict = {"tasks": {}, "seeds": seeds, "config": CONFIG}
     for task in tasks:
@@ -261,16 +238,6 @@ def paper_table(tasks: dict) -> list[dict]:
         rows.append({"claim": "KL at matched accuracy, FST/RL", "task": task, "paper": PAPER["kl"], "ours": kl,
                      "reached": "", "reading": reading(kl, better="below", null=1.0)})
     return rows
-
-
-def fmt(s: dict, digits: int = 3) -> str:
-    """'0.354 [0.281, 0.438] (n=3)': a mean over runs with its 95% bootstrap interval."""
-    if not s or s.get("n", 0) == 0:
-        return "–"
-    if s["n"] == 1:
-        return f"{s['mean']:.{digits}f} (n=1)"
-    lo, hi = s["ci"]
-    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']})"
 
 
 def markdown(a: dict) -> str:

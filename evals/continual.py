@@ -1,15 +1,20 @@
 """Study 2 — continual learning: three tasks in a row, RL vs FST.
 
-    python evals/continual.py [--seeds 0] [--jobs 2] [--report-only]
+    python evals/continual.py [--study v2] [--seeds 0 1 2] [--jobs 1] [--report-only]
 
-Runs `fst run evals/configs/continual.yaml` (chain_sum -> letter_counting -> basic_arithmetic, 2 cycles x
-T=4 RL steps each, one task-agnostic seed instruction) per (mode, seed), skipping finished runs. Then writes
-to `evals/results/continual/`:
+`--study v2` (the default): `evals/configs/continual_v2.yaml` (Qwen2.5-Coder-0.5B: ticket_routing ->
+date_normalize -> chain_sum), results in `evals/results/continual_v2/`; `--study v1`: the first study's
+`evals/configs/continual.yaml` (SmolLM2: chain_sum -> letter_counting -> basic_arithmetic), results in
+`evals/results/continual/`. One task-agnostic seed instruction. Runs `fst run <config>` per (mode, seed),
+skipping finished runs. Then writes to the results folder:
 
 - `continual.png`: accuracy on the current task vs RL step, normalised per stage as in the paper — divided
-  by the best accuracy either method reached on that task within the stage — with stage boundaries;
-- `continual.json` + `continual.md`: the normalised per-stage accuracies and the forgetting matrices
-  (accuracy on task i after stage j, from each run's `forgetting.json`).
+  by the best accuracy either method reached on that task within the stage — with stage boundaries, and
+  the raw accuracy with each stage's constant-answer baseline;
+- `<study>.json` + `<study>.md`: per stage and method the final and normalised accuracy and the gain within
+  the stage, over seeds with seeded bootstrap 95% intervals; the paired per-seed difference FST − RL of
+  the gain within each stage; the forgetting matrices (accuracy on task i after stage j, from each run's
+  `forgetting.json`); and the paper's claim (RL stalls on the second task, FST keeps learning) next to ours.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import fmt, reading, summary  # noqa: E402
 from runner import RESULTS, Job, driver_parser, load_cycles, run_jobs, write_report  # noqa: E402
 
-CONFIG = "evals/configs/continual.yaml"
 MODES = ("rl", "fst")
 LABELS = {"rl": "RL", "fst": "FST"}
-STUDY = "continual"
+STUDIES = {"v2": ("continual_v2", "evals/configs/continual_v2.yaml"),  # --study: results folder, config
+           "v1": ("continual", "evals/configs/continual.yaml")}
+STUDY, CONFIG = STUDIES["v2"]
 
 
 def jobs_for(seeds: list[int], modes: list[str]) -> list[Job]:
@@ -41,21 +48,26 @@ def analyse(seeds: list[int]) -> dict:
                  "forgetting": {}, "curves": {}}
     for stage, task in stages:
         # the paper's normalisation: the best peak of either method on this task within this stage (per seed)
-        row: dict = {"stage": stage, "task": task}
+        row: dict = {"stage": stage, "task": task, "constant": None}
+        gains: dict = {}
         for m in MODES:
-            norm_final, norm_mean, raw_final, gain = [], [], [], []
+            norm_final, norm_mean, raw_final, gains[m] = [], [], [], {}
             for s, cycles in runs[m].items():
                 peak = max(c["val_accuracy_best"] for per in runs.values() if s in per for c in per[s]
                            if c["stage"] == stage)
-                mine = [c["val_accuracy_best"] for c in cycles if c["stage"] == stage]
-                if not mine or peak == 0:
+                mine = [c for c in cycles if c["stage"] == stage]
+                row["constant"] = next((c["val_majority_baseline"] for c in mine if "val_majority_baseline" in c),
+                                       row["constant"])
+                acc = [c["val_accuracy_best"] for c in mine]
+                if not acc or peak == 0:
                     continue
-                norm_final.append(mine[-1] / peak)
-                norm_mean.append(statistics.fmean(mine) / peak)
-                raw_final.append(mine[-1])
-                gain.append(mine[-1] - mine[0])
-            row[m] = {"normalised_final": _mean(norm_final), "normalised_mean": _mean(norm_mean),
-                      "final_accuracy": _mean(raw_final), "gain_within_stage": _mean(gain), "n": len(raw_final)}
+                norm_final.append(acc[-1] / peak)
+                norm_mean.append(statistics.fmean(acc) / peak)
+                raw_final.append(acc[-1])
+                gains[m][s] = acc[-1] - acc[0]
+            row[m] = {"normalised_final": summary(norm_final), "normalised_mean": summary(norm_mean),
+                      "final_accuracy": summary(raw_final), "gain_within_stage": summary(list(gains[m].values()))}
+        row["gain_fst_minus_rl"] = summary([gains["fst"][s] - gains["rl"][s] for s in gains["rl"] if s in gains["fst"]])
         out["per_stage"].append(row)
     for m in MODES:
         matrices = [json.loads((RESULTS / STUDY / f"{m}-s{s}" / "forgetting.json").read_text()) for s in runs[m]]
@@ -67,6 +79,11 @@ def analyse(seeds: list[int]) -> dict:
         out["curves"][m] = {s: [{"step": c["rl_steps"], "stage": c["stage"], "task": c["task"],
                                  "acc": c["val_accuracy_best"], "by_task": c["val_accuracy_by_task"], "kl": c["kl"]}
                                 for c in cycles] for s, cycles in runs[m].items()}
+    second = out["per_stage"][1] if len(out["per_stage"]) > 1 else None
+    out["paper"] = [] if second is None else [{
+        "claim": "on the second task RL stalls, FST keeps learning: gain within the stage, FST − RL",
+        "task": second["task"], "rl_gain": second["rl"]["gain_within_stage"], "ours": second["gain_fst_minus_rl"],
+        "reading": reading(second["gain_fst_minus_rl"], better="above", null=0.0)}]
     return out
 
 
@@ -79,21 +96,29 @@ def _num(x: float | None) -> str:
 
 
 def markdown(a: dict) -> str:
-    lines = [f"Seeds: {a['seeds']}. Normalised = accuracy / the best accuracy either method reached on that task "
-             "within the stage (same seed); mean over seeds.", "",
-             "| stage | task | RL final (norm.) | FST final (norm.) | RL mean (norm.) | FST mean (norm.) | "
-             "RL gain in stage | FST gain in stage |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"Seeds: {a['seeds']}. Means over seeds with a seeded 95% bootstrap interval of the mean (n = runs). "
+             "Normalised = accuracy / the best accuracy either method reached on that task within the stage (same "
+             "seed). Gain in stage = last minus first evaluation within the stage.", "",
+             "| stage | task | constant answer | RL final | FST final | RL final (norm.) | FST final (norm.) | "
+             "RL gain in stage | FST gain in stage | FST − RL gain, paired |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in a["per_stage"]:
         rl, fst = r["rl"], r["fst"]
-        lines.append(f"| {r['stage']} | {r['task']} | {_num(rl['final_accuracy'])} ({_num(rl['normalised_final'])}) | "
-                     f"{_num(fst['final_accuracy'])} ({_num(fst['normalised_final'])}) | "
-                     f"{_num(rl['normalised_mean'])} | {_num(fst['normalised_mean'])} | "
-                     f"{_num(rl['gain_within_stage'])} | {_num(fst['gain_within_stage'])} |")
+        lines.append(f"| {r['stage']} | {r['task']} | {_num(r['constant'])} | {fmt(rl['final_accuracy'])} | "
+                     f"{fmt(fst['final_accuracy'])} | {fmt(rl['normalised_final'])} | {fmt(fst['normalised_final'])} | "
+                     f"{fmt(rl['gain_within_stage'])} | {fmt(fst['gain_within_stage'])} | "
+                     f"{fmt(r['gain_fst_minus_rl'])} |")
     for m, f in a["forgetting"].items():
-        lines += ["", f"Forgetting matrix, {LABELS[m]} (n={f['n']}): val accuracy on task (column) after stage (row)",
-                  "", "| after stage | " + " | ".join(f["tasks"]) + " |", "|---" * (len(f["tasks"]) + 1) + "|"]
+        lines += ["", f"Forgetting matrix, {LABELS[m]} (mean of n={f['n']}): val accuracy on task (column) after "
+                  "stage (row)", "", "| after stage | " + " | ".join(f["tasks"]) + " |",
+                  "|---" * (len(f["tasks"]) + 1) + "|"]
         for j, row in enumerate(f["after_stage"]):
             lines.append(f"| {j} ({f['tasks'][j]}) | " + " | ".join(_num(v) for v in row) + " |")
+    if a["paper"]:
+        lines += ["", "Next to the paper:", "", "| claim | task | RL's gain | ours (FST − RL) | reading |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['claim']} | {r['task']} | {fmt(r['rl_gain'])} | {fmt(r['ours'])} | {r['reading']} |"
+                  for r in a["paper"]]
     return "\n".join(lines) + "\n"
 
 
@@ -128,6 +153,7 @@ def plot(a: dict, out: Path) -> list[Path]:
         ax.set(xlabel="RL step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    _constants(ax2, a)
     ax1.set(ylabel="accuracy on the current task, normalised per stage")
     ax2.set(ylabel="val accuracy on the current task")
     fig.tight_layout()
@@ -136,10 +162,23 @@ def plot(a: dict, out: Path) -> list[Path]:
     return [out / "continual.png"]
 
 
+def _constants(ax, a: dict) -> None:
+    """Each stage's constant-answer baseline, over that stage's steps."""
+    for r in a["per_stage"]:
+        xs = [p["step"] for per in a["curves"].values() for c in per.values() for p in c if p["stage"] == r["stage"]]
+        if r["constant"] is not None and xs:
+            ax.hlines(r["constant"], min(xs), max(xs), color="grey", ls="--", lw=1,
+                      label="constant answer" if r["stage"] == 0 else None)
+    ax.legend(fontsize=8)
+
+
 def main() -> None:
-    ap = driver_parser(__doc__, seeds=[0])
+    global STUDY, CONFIG
+    ap = driver_parser(__doc__, seeds=[0, 1, 2])
+    ap.add_argument("--study", choices=list(STUDIES), default="v2")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = ap.parse_args()
+    STUDY, CONFIG = STUDIES[args.study]
     if not args.report_only:
         run_jobs(jobs_for(args.seeds, args.modes), parallel=args.jobs)
     a = analyse(args.seeds)

@@ -12,6 +12,7 @@ import compare  # noqa: E402
 import fast_weights  # noqa: E402
 import headroom  # noqa: E402
 import plasticity  # noqa: E402
+import report  # noqa: E402
 import runner  # noqa: E402
 
 
@@ -34,12 +35,12 @@ def test_kl_at_matched_accuracy_reads_the_smoothed_curve_between_evaluations():
 
 
 def test_readings_need_three_runs_and_an_interval_clear_of_no_effect():
-    assert compare.reading({"n": 2, "ci": [2.0, 3.0]}, better="above", null=1.0).startswith("undecided (n = 2")
-    assert compare.reading({"n": 3, "ci": [1.2, 3.0]}, better="above", null=1.0) == "confirmed"
-    assert compare.reading({"n": 3, "ci": [0.5, 1.0]}, better="above", null=1.0) == "refuted"
-    assert compare.reading({"n": 3, "ci": [0.8, 1.3]}, better="above", null=1.0) == "undecided"
-    assert compare.reading({"n": 5, "ci": [0.2, 0.6]}, better="below", null=1.0) == "confirmed"
-    assert compare.reading({"n": 5, "ci": [1.0, 1.6]}, better="below", null=1.0) == "refuted"
+    assert report.reading({"n": 2, "ci": [2.0, 3.0]}, better="above", null=1.0).startswith("undecided (n = 2")
+    assert report.reading({"n": 3, "ci": [1.2, 3.0]}, better="above", null=1.0) == "confirmed"
+    assert report.reading({"n": 3, "ci": [0.5, 1.0]}, better="above", null=1.0) == "refuted"
+    assert report.reading({"n": 3, "ci": [0.8, 1.3]}, better="above", null=1.0) == "undecided"
+    assert report.reading({"n": 5, "ci": [0.2, 0.6]}, better="below", null=1.0) == "confirmed"
+    assert report.reading({"n": 5, "ci": [1.0, 1.6]}, better="below", null=1.0) == "refuted"
 
 
 def _fake_compare_results(root: Path) -> None:
@@ -126,22 +127,29 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     import continual
 
     monkeypatch.setattr(continual, "RESULTS", tmp_path)
-    accs = {"rl": [0.2, 0.4, 0.1, 0.1], "fst": [0.3, 0.5, 0.2, 0.3]}
-    for mode, values in accs.items():
-        run = tmp_path / "continual" / f"{mode}-s0"
-        run.mkdir(parents=True)
-        records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
-                    "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0} for i, v in enumerate(values)]
-        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-        (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [[values[1], None],
-                                                                                           [0.1, values[3]]]}))
-        (run / "done.json").write_text("{}")
-    a = continual.analyse([0])
+    accs = {"rl": [0.2, 0.4, 0.1, 0.1], "fst": [0.3, 0.5, 0.2, 0.3]}  # stage b: RL gains 0, FST 0.1
+    for seed in range(3):
+        for mode, values in accs.items():
+            run = tmp_path / continual.STUDY / f"{mode}-s{seed}"
+            run.mkdir(parents=True)
+            records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
+                        "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0,
+                        "val_majority_baseline": [0.05, 0.25][i // 2]} for i, v in enumerate(values)]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [
+                [values[1], None], [0.1, values[3]]]}))
+            (run / "done.json").write_text("{}")
+    a = continual.analyse([0, 1, 2])
     stage_a, stage_b = a["per_stage"]
-    assert stage_a["rl"]["normalised_final"] == pytest.approx(0.4 / 0.5) and stage_a["fst"]["normalised_final"] == 1
-    assert stage_b["rl"]["normalised_final"] == pytest.approx(0.1 / 0.3) and stage_b["rl"]["gain_within_stage"] == 0
-    assert a["forgetting"]["fst"]["after_stage"] == [[0.5, None], [0.1, 0.3]]
-    assert "| 1 (b) | 0.100 | 0.300 |" in continual.markdown(a)
+    assert stage_a["rl"]["normalised_final"]["mean"] == pytest.approx(0.4 / 0.5)
+    assert stage_a["fst"]["normalised_final"]["mean"] == 1 and stage_a["fst"]["normalised_final"]["n"] == 3
+    assert stage_b["rl"]["normalised_final"]["mean"] == pytest.approx(0.1 / 0.3)
+    assert stage_b["rl"]["gain_within_stage"]["mean"] == 0 and stage_b["constant"] == 0.25
+    assert stage_b["gain_fst_minus_rl"]["ci"] == pytest.approx([0.1, 0.1])
+    assert a["forgetting"]["fst"]["after_stage"] == [[pytest.approx(0.5), None], pytest.approx([0.1, 0.3])]
+    assert a["paper"][0]["task"] == "b" and a["paper"][0]["reading"] == "confirmed"
+    text = continual.markdown(a)
+    assert "| 1 (b) | 0.100 | 0.300 |" in text and "| 1 | b | 0.250 |" in text
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
 
 
@@ -180,3 +188,19 @@ def test_headroom_scores_the_seed_and_hand_written_instructions_also_as_rl_sampl
         assert sampled[sampled.index("--temperature") + 1] == str(headroom.RL_TEMPERATURE)
         assert sampled[sampled.index("--seed") + 1] == "0"
         assert ("--prompt" in sampled) == (name == "hand") and sampled[sampled.index("--n") + 1] == "128"
+
+
+def test_v2_studies_resolve_every_run_and_evaluate_between_steps():
+    import continual
+
+    from fst_prompt.config import load_config
+
+    runs = compare.run_jobs_for(["ticket_routing", "date_normalize"], [0, 1, 2], list(compare.MODES))
+    runs += continual.jobs_for([0, 1, 2], list(continual.MODES))
+    assert len(runs) == 2 * 3 * 4 + 3 * 2
+    for job in runs:
+        overrides = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--set"]
+        config = load_config(job.argv[1], overrides)
+        assert config.policy.model == "qwen2.5-coder-0.5b-instruct" and config.total_cycles * 6 >= 24
+        assert config.loop.eval_n >= 128 and config.loop.eval_every == 2 and config.rl.warmup_steps == 0
+        assert config.rl.kl_probe_n >= 32 and config.rl.kl_samples >= 4
