@@ -1,38 +1,48 @@
 """Study 3 — plasticity: fresh RL on task B from the base, RL-trained and FST-trained weights on task A.
 
-    python evals/plasticity.py [--seeds 0 1 2] [--jobs 2] [--report-only]
+    python evals/plasticity.py [--study v2] [--seeds 0 1 2] [--jobs 1] [--report-only]
 
-Needs the compare study's chain_sum runs (task A): their final weights are the starting points. For each
-seed, RL on letter_counting (task B) with the compare config (`loop.mode=rl`, 3 cycles x T=4 steps) from
-the RL- and from the FST-trained chain_sum weights of that seed; the run from the base weights is the
-compare study's own letter_counting RL run of that seed (the same config and seed). Step 0 is `fst eval`
-of each starting point on task B with the seed instruction. Where an FST run accepted no proposal, it
-trained exactly as RL did (byte-identical weights, checked by sha256), and its start reuses RL's run.
+`--study v2` (the default): task A ticket_routing, task B date_normalize, from the compare_v2 study's runs
+and config; `--study v1`: chain_sum then letter_counting, from the first compare study's. Needs the compare
+study's task-A runs: their final weights are the starting points. For each seed, RL on task B with the
+compare config (`loop.mode=rl`) from the RL- and from the FST-trained task-A weights of that seed; the run
+from the base weights is the compare study's own task-B RL run of that seed (the same config and seed).
+Step 0 is `fst eval` of each starting point on task B with the seed instruction. Where an FST run accepted
+no proposal, it trained exactly as RL did (byte-identical weights, checked by sha256), and its start reuses
+RL's run.
 
-Writes to `evals/results/plasticity/`: `plasticity.png` (task-B accuracy vs RL step per start),
-`plasticity.json` + `plasticity.md` (final accuracy and area under the curve, i.e. the mean accuracy over
-steps 0..M by the trapezoid rule).
+Writes to `evals/results/<study>/`: `plasticity.png` (task-B accuracy vs RL step per start, with the
+constant-answer baseline), `<study>.json` + `<study>.md` (accuracy at step 0, final accuracy and area under
+the curve — the mean accuracy over steps 0..M by the trapezoid rule — over seeds with bootstrap 95%
+intervals, and the paired per-seed difference of the FST-trained start against the RL-trained one).
 """
 
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import fmt, reading, summary  # noqa: E402
 from runner import RESULTS, ROOT, Job, driver_parser, final_weights, load_cycles, run_jobs, write_report  # noqa: E402
 
-CONFIG = "evals/configs/compare.yaml"
-TASK_A, TASK_B = "chain_sum", "letter_counting"
+from fst_prompt.stats import mean_over_curve  # noqa: E402
+
 STARTS = ("base", "rl", "fst")
-LABELS = {"base": "from base", "rl": f"from RL on {TASK_A}", "fst": f"from FST on {TASK_A}"}
-STUDY = "plasticity"
+STUDIES = {  # --study: results folder, the compare study it starts from, its config, task A, task B
+    "v2": ("plasticity_v2", "compare_v2", "evals/configs/compare_v2.yaml", "ticket_routing", "date_normalize"),
+    "v1": ("plasticity", "compare", "evals/configs/compare.yaml", "chain_sum", "letter_counting"),
+}
+STUDY, COMPARE, CONFIG, TASK_A, TASK_B = STUDIES["v2"]
+
+
+def label(start: str) -> str:
+    return "from base" if start == "base" else f"from {start.upper()} on {TASK_A}"
 
 
 def start_weights(start: str, seed: int) -> Path:
-    return final_weights("compare", f"{TASK_A}/{start}-s{seed}")
+    return final_weights(COMPARE, f"{TASK_A}/{start}-s{seed}")
 
 
 def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
@@ -79,51 +89,53 @@ def curve(start: str, seed: int) -> list[dict] | None:
     if (RESULTS / STUDY / f"{start}-s{seed}" / "same_as.json").is_file():  # byte-identical starting weights
         start = "rl"
     if start == "base":
-        run, step0 = RESULTS / "compare" / TASK_B / f"rl-s{seed}", RESULTS / "compare" / TASK_B / "base"
+        run, step0 = RESULTS / COMPARE / TASK_B / f"rl-s{seed}", RESULTS / COMPARE / TASK_B / "base"
     else:
         run, step0 = RESULTS / STUDY / f"{start}-s{seed}", RESULTS / STUDY / f"start-{start}-s{seed}"
     if not (run / "done.json").is_file() or not (step0 / "eval.json").is_file():
         return None
     points = [{"step": 0, "acc": json.loads((step0 / "eval.json").read_text())["accuracy"]}]
-    return points + [{"step": c["rl_steps"], "acc": c["val_accuracy_best"]} for c in load_cycles(run)]
+    return points + [{"step": c["rl_steps"], "acc": c["val_accuracy_best"], "constant": c.get("val_majority_baseline")}
+                     for c in load_cycles(run)]
 
 
 def auc(points: list[dict]) -> float:
     """Mean accuracy over steps 0..M (trapezoid rule)."""
-    area = sum((b["step"] - a["step"]) * (a["acc"] + b["acc"]) / 2 for a, b in zip(points, points[1:], strict=False))
-    return area / (points[-1]["step"] - points[0]["step"])
+    return mean_over_curve([p["step"] for p in points], [p["acc"] for p in points])
 
 
 def analyse(seeds: list[int]) -> dict:
     out: dict = {"seeds": seeds, "task_a": TASK_A, "task_b": TASK_B, "config": CONFIG, "starts": {},
                  "fst_same_as_rl": [s for s in seeds if (RESULTS / STUDY / f"fst-s{s}" / "same_as.json").is_file()]}
+    curves = {start: {s: c for s in seeds if (c := curve(start, s))} for start in STARTS}
     for start in STARTS:
-        curves = {s: c for s in seeds if (c := curve(start, s))}
-        out["starts"][start] = {"curves": curves, "n": len(curves),
-                                "start_accuracy": _spread([c[0]["acc"] for c in curves.values()]),
-                                "final_accuracy": _spread([c[-1]["acc"] for c in curves.values()]),
-                                "auc": _spread([auc(c) for c in curves.values()])}
+        runs = curves[start]
+        out["starts"][start] = {"curves": runs, "n": len(runs),
+                                "start_accuracy": summary([c[0]["acc"] for c in runs.values()]),
+                                "final_accuracy": summary([c[-1]["acc"] for c in runs.values()]),
+                                "auc": summary([auc(c) for c in runs.values()])}
+    both = [s for s in curves["rl"] if s in curves["fst"]]
+    out["fst_minus_rl"] = {"seeds": both,
+                           "final": summary([curves["fst"][s][-1]["acc"] - curves["rl"][s][-1]["acc"] for s in both]),
+                           "auc": summary([auc(curves["fst"][s]) - auc(curves["rl"][s]) for s in both])}
+    out["fst_minus_rl"]["reading"] = reading(out["fst_minus_rl"]["auc"], better="above", null=0.0)
+    constants = [p["constant"] for per in curves.values() for c in per.values() for p in c[1:] if p.get("constant")]
+    out["constant"] = constants[-1] if constants else None
     return out
 
 
-def _spread(values: list[float]) -> dict:
-    if not values:
-        return {"n": 0}
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values)}
-
-
-def _fmt(s: dict) -> str:
-    return "–" if not s.get("n") else f"{s['mean']:.3f} [{s['min']:.3f}, {s['max']:.3f}]"
-
-
 def markdown(a: dict) -> str:
-    lines = [f"Fresh RL on {a['task_b']} (val accuracy, n=32, greedy); mean [min, max] over seeds.", "",
-             f"| start | n | {a['task_b']} at step 0 | final | area under curve (mean accuracy) |",
-             "|---|---|---|---|---|"]
+    constant = "not recorded by these runs" if a["constant"] is None else f"{a['constant']:.3f}"
+    lines = [f"Fresh RL on {a['task_b']} (val accuracy, greedy); means over seeds with a seeded 95% bootstrap "
+             f"interval (n = runs). Constant answer on {a['task_b']}: {constant}.", "",
+             f"| start | {a['task_b']} at step 0 | final | area under curve (mean accuracy) |", "|---|---|---|---|"]
     for start, r in a["starts"].items():
-        lines.append(f"| {LABELS[start]} | {r['n']} | {_fmt(r['start_accuracy'])} | {_fmt(r['final_accuracy'])} | "
-                     f"{_fmt(r['auc'])} |")
-    lines += ["", "Per seed (accuracy at steps 0, 4, 8, 12): " + "; ".join(
+        lines.append(f"| {label(start)} | {fmt(r['start_accuracy'])} | {fmt(r['final_accuracy'])} | {fmt(r['auc'])} |")
+    d = a["fst_minus_rl"]
+    lines += ["", f"Paired per seed, FST-trained start − RL-trained start (seeds {d['seeds']}): final "
+                  f"{fmt(d['final'])}, area under curve {fmt(d['auc'])}; FST's start keeps more plasticity: "
+                  f"{d['reading']}."]
+    lines += ["", "Per seed (accuracy at each evaluation from step 0): " + "; ".join(
         f"{start} s{s}: " + " ".join(f"{p['acc']:.3f}" for p in c)
         for start, r in a["starts"].items() for s, c in r["curves"].items())]
     if a["fst_same_as_rl"]:
@@ -142,7 +154,9 @@ def plot(a: dict, out: Path) -> list[Path]:
     for start, color in zip(STARTS, ("C2", "C0", "C1"), strict=True):
         for i, c in enumerate(a["starts"][start]["curves"].values()):
             ax.plot([p["step"] for p in c], [p["acc"] for p in c], marker="o", color=color, alpha=0.8,
-                    label=LABELS[start] if i == 0 else None)
+                    label=label(start) if i == 0 else None)
+    if a["constant"] is not None:
+        ax.axhline(a["constant"], color="grey", ls=":", lw=1, label=f"constant answer {a['constant']:.3f}")
     ax.set(xlabel=f"RL steps on {a['task_b']}", ylabel=f"val accuracy on {a['task_b']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -153,7 +167,11 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    args = driver_parser(__doc__, seeds=[0, 1, 2]).parse_args()
+    global STUDY, COMPARE, CONFIG, TASK_A, TASK_B
+    ap = driver_parser(__doc__, seeds=[0, 1, 2])
+    ap.add_argument("--study", choices=list(STUDIES), default="v2")
+    args = ap.parse_args()
+    STUDY, COMPARE, CONFIG, TASK_A, TASK_B = STUDIES[args.study]
     if not args.report_only:
         evals, runs = jobs_for(args.seeds)
         run_jobs(evals + runs, parallel=args.jobs)

@@ -204,3 +204,23 @@ def test_v2_studies_resolve_every_run_and_evaluate_between_steps():
         assert config.policy.model == "qwen2.5-coder-0.5b-instruct" and config.total_cycles * 6 >= 24
         assert config.loop.eval_n >= 128 and config.loop.eval_every == 2 and config.rl.warmup_steps == 0
         assert config.rl.kl_probe_n >= 32 and config.rl.kl_samples >= 4
+
+
+def test_plasticity_pairs_the_trained_starts_per_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(plasticity, "RESULTS", tmp_path)
+    for seed in range(3):
+        for start, accs in (("rl", [0.1, 0.2, 0.3]), ("fst", [0.1, 0.3, 0.4])):
+            study = tmp_path / plasticity.STUDY
+            run, step0 = study / f"{start}-s{seed}", study / f"start-{start}-s{seed}"
+            run.mkdir(parents=True)
+            step0.mkdir(parents=True)
+            (step0 / "eval.json").write_text(json.dumps({"accuracy": accs[0]}))
+            (run / "done.json").write_text("{}")
+            (run / "metrics.jsonl").write_text("".join(json.dumps(
+                {"cycle": i, "rl_steps": 4 * (i + 1), "val_accuracy_best": a, "val_majority_baseline": 0.04}) + "\n"
+                for i, a in enumerate(accs[1:])))
+    a = plasticity.analyse([0, 1, 2])
+    assert a["starts"]["base"]["n"] == 0 and a["starts"]["fst"]["n"] == 3 and a["constant"] == 0.04
+    assert a["fst_minus_rl"]["final"]["mean"] == pytest.approx(0.1)
+    assert a["fst_minus_rl"]["auc"]["mean"] == pytest.approx((4 * 0.05 + 4 * 0.1) / 8)
+    assert a["fst_minus_rl"]["reading"] == "confirmed" and "confirmed" in plasticity.markdown(a)
