@@ -57,8 +57,8 @@ bench: setup
 	$(PY) evals/bench_generate.py
 	$(PY) evals/bench_step.py
 
-# The paper's experiments at CPU scale (evals/results/RESULTS.md): hours on 2 cores; finished runs are
-# skipped, so an interrupted `make experiments` continues where it stopped.
+# The paper's experiments, v2 (evals/results/RESULTS.md §7): ~40 CPU-hours on 2 cores, a few GPU-hours;
+# finished runs are skipped, so an interrupted `make experiments` continues where it stopped.
 experiments: setup-reflect
 	$(PY) evals/compare.py
 	$(PY) evals/continual.py
