@@ -1,4 +1,5 @@
-"""Intervals for reported accuracies: an accuracy is worth reporting only with its n and its spread."""
+"""Intervals and curve arithmetic for reported results: an accuracy is worth reporting only with its n and
+its spread, a comparison of runs only with its interval."""
 
 from __future__ import annotations
 
