@@ -1,6 +1,11 @@
 """Step time of our trainer vs plain TRL `GRPOTrainer` on the same config, data and (fixed) prompts.
 
     python evals/bench_step.py [--model smollm2-135m-instruct] [--steps 4] [--task chain_sum]
+    python evals/bench_step.py --compare checkpointing --model qwen2.5-coder-0.5b-instruct --task ticket_routing \
+        --modes full --steps 2 --repeats 1 --out evals/results/bench_checkpointing.json
+
+`--compare checkpointing`: our trainer without vs with gradient checkpointing (`rl.trainer_args:
+{gradient_checkpointing: true}`), for the memory peak of a full fine-tune's RL step (and what it costs in time).
 
 Each (trainer, full/LoRA) case runs in its own subprocess so that its peak RSS is its own; the
 population is the seed instruction alone, so both trainers see identical prompts, and both are seeded
@@ -97,14 +102,16 @@ def one_case(args: argparse.Namespace) -> None:
     rl = RLConfig(problems_per_step=2, num_generations=4, max_completion_length=args.tokens, lora=args.lora,
                   save_every=10_000, warmup_steps=0)
     timer = Timer()
-    cls = PopulationGRPOTrainer if args.case == "ours" else GRPOTrainer
+    cls = GRPOTrainer if args.case == "plain" else PopulationGRPOTrainer
+    extra = {"gradient_checkpointing": True} if args.case == "ours+checkpointing" else {}
     with tempfile.TemporaryDirectory() as out:
         trainer = build_trainer(task, resolve_model(args.model), rl, Path(out), max_steps=args.steps,
-                                callbacks=[timer], trainer_class=cls, log_completions=False)
+                                callbacks=[timer], trainer_class=cls, log_completions=False, **extra)
         phases.instrument(trainer)
         trainer.train()
     rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"case": args.case, "lora": args.lora, "step_times": timer.times,
+                      "checkpointing": bool(getattr(trainer.model, "is_gradient_checkpointing", False)),
                       "mean_step_s": sum(timer.times[1:]) / max(len(timer.times) - 1, 1), "peak_rss_gib": rss_gib,
                       "phases_s_per_step": phases.per_step(timer.times[1:])}))
 
@@ -115,7 +122,10 @@ def main() -> None:
     ap.add_argument("--task", default="chain_sum")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=48, help="max completion length")
-    ap.add_argument("--case", choices=["ours", "plain"])
+    ap.add_argument("--case", choices=["ours", "plain", "ours+checkpointing"])
+    ap.add_argument("--compare", choices=["plain", "checkpointing"], default="plain",
+                    help="ours vs plain TRL (default), or ours without vs with gradient checkpointing")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each case, interleaved")
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--modes", default="full,lora", help="which of full,lora to compare")
     ap.add_argument("--out", type=Path, default=Path("evals/results/bench_step.json"))
@@ -125,29 +135,29 @@ def main() -> None:
 
     results = []
     loras = [m == "lora" for m in args.modes.split(",")]
+    base, other = ("plain", "ours") if args.compare == "plain" else ("ours", "ours+checkpointing")
     for lora in loras:
-        for case in ("plain", "ours", "plain", "ours"):  # interleaved: drift hits both alike
+        for case in (base, other) * args.repeats:  # interleaved: drift hits both alike
             cmd = [sys.executable, __file__, "--case", case, "--model", args.model, "--task", args.task,
                    "--steps", str(args.steps), "--tokens", str(args.tokens)] + (["--lora"] if lora else [])
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    report = {"model": args.model, "steps": args.steps, "runs": results}
+    report = {"model": args.model, "task": args.task, "tokens": args.tokens, "steps": args.steps, "runs": results}
     for lora in loras:
         mode = "LoRA" if lora else "full"
-        mean = {c: sum(r["mean_step_s"] for r in results if r["case"] == c and r["lora"] == lora) / 2
-                for c in ("plain", "ours")}
-        rss = {c: max(r["peak_rss_gib"] for r in results if r["case"] == c and r["lora"] == lora)
-               for c in ("plain", "ours")}
-        report[mode] = {"plain_step_s": mean["plain"], "ours_step_s": mean["ours"],
-                        "ratio": mean["ours"] / mean["plain"], "peak_rss_gib": rss}
-        print(f"{mode:4s}: plain {mean['plain']:.2f} s/step, ours {mean['ours']:.2f} s/step, "
-              f"ratio {mean['ours'] / mean['plain']:.3f} (target <= 1.10); peak RSS plain {rss['plain']:.2f} GiB, "
-              f"ours {rss['ours']:.2f} GiB")
+        mine = {c: [r for r in results if r["case"] == c and r["lora"] == lora] for c in (base, other)}
+        mean = {c: sum(r["mean_step_s"] for r in runs) / len(runs) for c, runs in mine.items()}
+        rss = {c: max(r["peak_rss_gib"] for r in runs) for c, runs in mine.items()}
+        report[mode] = {f"{base}_step_s": mean[base], f"{other}_step_s": mean[other],
+                        "ratio": mean[other] / mean[base], "peak_rss_gib": rss}
+        target = " (target <= 1.10)" if args.compare == "plain" else ""
+        print(f"{mode:4s}: {base} {mean[base]:.2f} s/step, {other} {mean[other]:.2f} s/step, "
+              f"ratio {mean[other] / mean[base]:.3f}{target}; peak RSS {base} {rss[base]:.2f} GiB, "
+              f"{other} {rss[other]:.2f} GiB (runs of each: {len(mine[base])})")
         for phase in PHASES:
-            per = {c: sum(r["phases_s_per_step"][phase] for r in results if r["case"] == c and r["lora"] == lora) / 2
-                   for c in ("plain", "ours")}
+            per = {c: sum(r["phases_s_per_step"][phase] for r in runs) / len(runs) for c, runs in mine.items()}
             report[mode].setdefault("phases_s_per_step", {})[phase] = per
-            print(f"      {phase:24s} plain {per['plain']:6.2f} s/step   ours {per['ours']:6.2f} s/step")
+            print(f"      {phase:24s} {base} {per[base]:6.2f} s/step   {other} {per[other]:6.2f} s/step")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
