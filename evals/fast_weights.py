@@ -25,9 +25,12 @@ TASKS = ("chain_sum", "ticket_routing", "date_normalize")  # the tasks evals/hea
 # cannot follow a routing instruction), and its reflection prompt asks for the convention (the teams and their
 # topics). At SmolLM2's learning rate (5e-6) and a 24-token cap, 6 RL steps took Qwen-0.5B to KL 3.8 nats from its
 # base, with replies running into the cap (RESULTS.md §4): a lower rate and more room.
-# date_normalize (a house date format) runs as ticket_routing does.
+# date_normalize (a house date format) runs as ticket_routing does. Gradient checkpointing: ticket_routing seed 2
+# was killed for memory (20.8 GB resident, 24 GB machine) at its second slow step, with 4 contexts' longer
+# prompts; it recomputes the same activations, so it changes memory and time, not the trajectory.
 CONVENTION_ON_QWEN = {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max_new_tokens": 48,
-                      "rl.max_completion_length": 48, "rl.learning_rate": 1.0e-6, "reflection.template": "convention"}
+                      "rl.max_completion_length": 48, "rl.learning_rate": 1.0e-6, "reflection.template": "convention",
+                      "rl.trainer_args.gradient_checkpointing": "true"}
 TASK_SETTINGS: dict[str, dict] = {"ticket_routing": CONVENTION_ON_QWEN, "date_normalize": CONVENTION_ON_QWEN}
 
 

@@ -168,10 +168,11 @@ def config_fields(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-# Fields a resumed run may change: they decide how long it runs, what is shown or logged, and how the
-# reflection endpoint is reached, never which problems, candidates or steps the run uses.
+# Fields a resumed run may change: they decide how long it runs, what is shown or logged, how much memory a
+# step takes (gradient checkpointing recomputes the same activations) and how the reflection endpoint is
+# reached, never which problems, candidates or steps the run uses.
 SAFE_TO_CHANGE = ("loop.cycles", "loop.eval_n", "loop.eval_every", "loop.eval_every_n", "loop.test_n",
-                  "policy.batch_size", "policy.weight_first",
+                  "policy.batch_size", "policy.weight_first", "rl.trainer_args.gradient_checkpointing",
                   "reflection.base_url", "reflection.api_key_env", "reflection.timeout_s", "reflection.retries",
                   "reflection.backoff_s", "reflection.threads", "rl.report_to", "gepa.use_wandb", "gepa.use_mlflow",
                   "loop.wait_minutes", "run_dir")
