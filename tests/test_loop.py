@@ -78,6 +78,15 @@ def test_evaluations_between_rl_steps_leave_the_training_trajectory_unchanged(tm
     assert 0 < records[0]["seconds"] < records[1]["seconds"] and 0 <= records[0]["val_accuracy_best"] <= 1
 
 
+def test_gradient_checkpointing_changes_memory_not_the_trajectory(tmp_path, tiny_path, endpoint):
+    """Why `rl.trainer_args.gradient_checkpointing` may change on resume: the same weights either way."""
+    plain = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, loop__mode="rl", loop__cycles=1), progress=False)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, loop__mode="rl", loop__cycles=1,
+                 rl__trainer_args={"gradient_checkpointing": True})
+    checkpointed = loop.run_loop(cfg, progress=False)
+    assert comparable(checkpointed, tmp_path / "b" / "run") == comparable(plain, tmp_path / "a" / "run")
+
+
 def test_fast_steps_score_as_rl_samples_and_gepa_mode_greedily(tmp_path, tiny_path, endpoint):
     from fst_prompt.modes import resolve_mode
 
