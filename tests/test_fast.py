@@ -82,6 +82,28 @@ def test_a_proposal_rejected_before_is_not_evaluated_again(qa_task):
     assert proposer.outcomes["duplicate"] >= 1
 
 
+def test_gepas_retry_of_a_failed_proposal_is_skipped_by_content_not_by_object():
+    from fst_prompt.fast.reflection import ProposalError
+
+    client = ScriptedClient(["```\nAnswer.\n```"] * 4)  # the candidate handed back: unusable ("unchanged")
+    proposer = Proposer(ReflectionLM(FAST, client=client), FAST.template, keep_task_statement=False)
+    candidate = {"self": "Answer."}
+
+    def dataset(answer):  # a fresh object each time, as gepa builds one per iteration
+        return {"self": [{"Inputs": {"question": "1 + 1"}, "Generated Outputs": answer, "Feedback": "wrong"}]}
+
+    first = dataset("3")  # kept alive, so the retry's object has another id
+    with pytest.raises(ProposalError):
+        proposer(candidate, first, ["self"])
+    assert len(client.prompts) == 2  # asked, then asked again with the nudge
+    with pytest.raises(ProposalError, match="failed a moment ago"):  # gepa's retry: equal content, a new object
+        proposer(candidate, dataset("3"), ["self"])
+    assert len(client.prompts) == 2
+    with pytest.raises(ProposalError, match="unchanged"):  # another minibatch is asked, wherever it is allocated
+        proposer(candidate, dataset("4"), ["self"])
+    assert len(client.prompts) == 4
+
+
 @pytest.mark.parametrize(("reply", "expected"), [
     ("Here is the improved instruction:\nAdd the numbers.", "Add the numbers."),
     ("Improved Instruction:\n\"Add them.\"", "Add them."),

@@ -120,7 +120,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     scores = {s for c in uninterrupted.population["candidates"] for s in c["scores"].values()}
     assert len(scores) > 1  # the rounds' scores vary with the completions, and so with the weights
 
-    cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY, policy__batch_size=1)  # as above
     real_slow = loop._slow_step
     calls = {"n": 0}
 

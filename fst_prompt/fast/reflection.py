@@ -220,6 +220,9 @@ class Proposer:
     fatal: ReflectionEndpointError | None = None  # set when the endpoint refuses us; the round then stops
     _last_failure: tuple | None = None
 
+    def forget_last_failure(self) -> None:
+        self._last_failure = None
+
     def reject(self, instructions: dict[str, str]) -> None:
         self.rejected.add(_normal(instructions))
 
@@ -227,7 +230,10 @@ class Proposer:
                  components_to_update: list[str]) -> dict[str, str]:
         from gepa.strategies.instruction_proposal import InstructionProposalSignature as Sig
 
-        key = (tuple(sorted(candidate.items())), tuple(components_to_update), id(reflective_dataset))
+        # By content, not id(): a later minibatch's dataset can reuse a freed one's address, and a skip that turns
+        # on the allocator makes two identical runs differ (one resume test failed so in CI).
+        key = (tuple(sorted(candidate.items())), tuple(components_to_update),
+               json.dumps(reflective_dataset, sort_keys=True, default=str))
         if key == self._last_failure:  # gepa retries a failed proposal once: do not pay for it twice
             raise ProposalError("same proposal failed a moment ago; skipped")
         new_texts = {}

@@ -105,6 +105,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
 
     t0, reflection0, outcomes0 = time.perf_counter(), _snapshot(proposer), dict(proposer.outcomes)
     proposer.task_statement = task.seed_instructions() if proposer.keep_task_statement else {}
+    proposer.forget_last_failure()  # a round resumed in a fresh process starts without one either
     adapter = TaskAdapter(task, policy, scoring=scoring or Scoring(), records=config.reflection_records)
     ids = [example_id(ex) for ex in anchor]
     scored = {c.id: adapter.score(anchor, c.instructions) for c in population.candidates}  # older scores are stale
