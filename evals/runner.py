@@ -151,6 +151,11 @@ def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
     return ap
 
 
+def report_scope(tasks: tuple[str, ...], seeds: list[int], args: argparse.Namespace) -> tuple[list[str], list[int]]:
+    """The tasks and seeds a driver's report covers: its defaults and any asked for (their finished runs only)."""
+    return list(dict.fromkeys([*tasks, *args.tasks])), sorted({*seeds, *args.seeds})
+
+
 def write_report(study: str, analysis: dict, text: str, plot) -> None:
     """`<study>.json` (the analysis), `<study>.md` (its tables) and the study's figures, in its results folder."""
     from fst_prompt.state import write_json_atomic, write_text_atomic
