@@ -16,7 +16,7 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, Job, driver_parser, report_scope, run_jobs, sets, write_report
+from runner import RESULTS, Job, report_scope, run_jobs, sets, task_driver_parser, write_report
 
 STUDY = "fast_weights"
 SEEDS = [0, 1, 2]
@@ -121,9 +121,7 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    ap = driver_parser(__doc__, seeds=SEEDS)
-    ap.add_argument("--tasks", nargs="+", default=list(TASKS))
-    args = ap.parse_args()
+    args = task_driver_parser(__doc__, TASKS, SEEDS).parse_args()
     if not args.report_only:
         run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs)
     a = analyse(*report_scope(TASKS, SEEDS, args))  # running a few jobs does not shrink the report

@@ -151,6 +151,13 @@ def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
     return ap
 
 
+def task_driver_parser(doc: str, tasks: tuple[str, ...], seeds: list[int]) -> argparse.ArgumentParser:
+    """`driver_parser` plus `--tasks` (the drivers that run per task and seed)."""
+    ap = driver_parser(doc, seeds=seeds)
+    ap.add_argument("--tasks", nargs="+", default=list(tasks))
+    return ap
+
+
 def report_scope(tasks: tuple[str, ...], seeds: list[int], args: argparse.Namespace) -> tuple[list[str], list[int]]:
     """The tasks and seeds a driver's report covers: its defaults and any asked for (their finished runs only)."""
     return list(dict.fromkeys([*tasks, *args.tasks])), sorted({*seeds, *args.seeds})

@@ -163,15 +163,10 @@ def test_pipeline_bench_times_rl_steps_within_a_cycle_only():
 
 @pytest.mark.parametrize("study", [headroom, fast_weights])
 def test_running_a_few_jobs_reports_every_finished_run(study):
-    args = study_args(study, ["--tasks", "date_normalize", "--seeds", "1", "4"])
+    args = runner.task_driver_parser(study.__doc__, study.TASKS, study.SEEDS).parse_args(
+        ["--tasks", "date_normalize", "--seeds", "1", "4"])
     tasks, seeds = runner.report_scope(study.TASKS, study.SEEDS, args)
     assert tasks == list(study.TASKS) and seeds == [0, 1, 2, 4]  # the defaults, and seed 4 asked for
-
-
-def study_args(study, argv):
-    ap = runner.driver_parser(study.__doc__, seeds=study.SEEDS)
-    ap.add_argument("--tasks", nargs="+", default=list(study.TASKS))
-    return ap.parse_args(argv)
 
 
 @pytest.mark.parametrize("study", [headroom, fast_weights])
