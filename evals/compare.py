@@ -1,6 +1,6 @@
 """Study 1 — RL vs GEPA-only vs GEPA->RL vs FST, same RL steps, several tasks and seeds.
 
-    python evals/compare.py [--study v2] [--tasks ticket_routing date_normalize] [--seeds 0 1 2] [--jobs 1]
+    python evals/compare.py [--study v2] [--tasks date_normalize ticket_routing] [--seeds 0 1 2] [--jobs 1]
                             [--modes rl fst ...] [--report-only]
 
 `--study v2` (the default): `evals/configs/compare_v2.yaml` (Qwen2.5-Coder-0.5B, 24 RL steps, a light
@@ -30,7 +30,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import fmt, reading, summary  # noqa: E402
-from runner import RESULTS, ROOT, Job, driver_parser, eval_job, load_cycles, run_jobs, write_report  # noqa: E402
+from runner import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    Job,
+    driver_parser,
+    eval_job,
+    load_cycles,
+    report_scope,
+    run_jobs,
+    write_report,
+)
 
 from fst_prompt.state import read_jsonl  # noqa: E402
 from fst_prompt.stats import first_reach, mean_over_curve, smooth, with_interval  # noqa: E402
@@ -38,7 +48,7 @@ from fst_prompt.stats import first_reach, mean_over_curve, smooth, with_interval
 MODES = ("rl", "fst", "gepa-then-rl", "gepa")
 LABELS = {"rl": "RL", "fst": "FST", "gepa-then-rl": "GEPA→RL", "gepa": "GEPA-only"}
 STUDIES = {  # --study: results folder, config, default tasks
-    "v2": ("compare_v2", "evals/configs/compare_v2.yaml", ["ticket_routing", "date_normalize"]),
+    "v2": ("compare_v2", "evals/configs/compare_v2.yaml", ["date_normalize", "ticket_routing"]),
     "v1": ("compare", "evals/configs/compare.yaml", ["chain_sum", "letter_counting"]),
 }
 STUDY, CONFIG, _ = STUDIES["v2"]
@@ -365,7 +375,7 @@ def main() -> None:
     if not args.report_only:
         run_jobs(run_jobs_for(args.tasks, args.seeds, args.modes), parallel=args.jobs)
         run_jobs(eval_jobs_for(args.tasks, args.seeds), parallel=args.jobs)
-    a = analyse(args.tasks, args.seeds)
+    a = analyse(*report_scope(tuple(tasks), [0, 1, 2], args))  # running a few jobs does not shrink the report
     write_report(STUDY, a, markdown(a), plot)
 
 

@@ -93,6 +93,26 @@ def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path, monke
     assert "constant answer: 0.050" in hashes[report].decode()
 
 
+def test_compare_reports_a_study_run_in_pieces(tmp_path, monkeypatch):
+    """One seed of RL and FST, no GEPA runs yet (the study finished in pieces): a report with n = 1 and every
+    claim undecided, not a crash."""
+    import shutil
+
+    _fake_compare_results(tmp_path)
+    for seed in (1, 2):
+        for mode in ("rl", "fst"):
+            shutil.rmtree(tmp_path / compare.STUDY / "t" / f"{mode}-s{seed}")
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    monkeypatch.setattr(runner, "RESULTS", tmp_path)
+    a = compare.analyse(["t", "not-run-yet"], [0, 1, 2])
+    assert list(a["tasks"]) == ["t"]
+    t = a["tasks"]["t"]
+    assert t["paired"]["fst"]["final"]["n"] == 1 and t["final"]["gepa"] == {"n": 0}
+    assert {r["reading"] for r in a["paper"]} == {"undecided (n = 1 runs)"}
+    runner.write_report(compare.STUDY, a, compare.markdown(a), compare.plot)
+    assert "| GEPA-only | – |" in (tmp_path / compare.STUDY / f"{compare.STUDY}.md").read_text()
+
+
 def test_area_under_curve_is_the_mean_accuracy_over_steps():
     assert plasticity.auc([{"step": 0, "acc": 0.0}, {"step": 4, "acc": 0.4}, {"step": 12, "acc": 0.4}]) == \
         pytest.approx((4 * 0.2 + 8 * 0.4) / 12)
