@@ -241,9 +241,11 @@ def paper_table(tasks: dict) -> list[dict]:
     rows = []
     for task, t in tasks.items():
         steps = t["reach_rl_peak"].get("fst", {}).get("step", {"ratio": {"n": 0}, "reached": 0, "runs": []})
+        flat = sum(r["rl"] == 0 for r in steps["runs"])  # RL's smoothed peak is its start: no ratio to take
         rows.append({"claim": "steps to RL's peak, RL/FST", "task": task, "paper": PAPER["steps"],
                      "ours": steps["ratio"], "reached": f"{steps['reached']}/{len(steps['runs'])}",
-                     "reading": reading(steps["ratio"], better="above", null=1.0)})
+                     "reading": reading(steps["ratio"], better="above", null=1.0)
+                     + (f"; in {flat} of {len(steps['runs'])} seeds RL never rose above its start" if flat else "")})
         kl = t["kl"]["matched_ratio"]
         rows.append({"claim": "KL at matched accuracy, FST/RL", "task": task, "paper": PAPER["kl"], "ours": kl,
                      "reached": "", "reading": reading(kl, better="below", null=1.0)})
@@ -280,6 +282,7 @@ def markdown(a: dict) -> str:
                 for axis in ("step", "rollouts", "seconds")) + " |")
         fst_runs = t["reach_rl_peak"].get("fst", {}).get("step", {}).get("runs", [])
         lines += ["", "Per seed: " + "; ".join(
+            f"s{r['seed']}: RL never rose above its start ({r['rl_peak']:.3f})" if r["rl"] == 0 else
             f"s{r['seed']}: RL peak {r['rl_peak']:.3f} at step {_num(r['rl'], 1)}, FST at {_num(r['other'], 1)}"
             for r in fst_runs)]
         kl = t["kl"]

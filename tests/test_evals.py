@@ -113,6 +113,21 @@ def test_compare_reports_a_study_run_in_pieces(tmp_path, monkeypatch):
     assert "| GEPA-only | – |" in (tmp_path / compare.STUDY / f"{compare.STUDY}.md").read_text()
 
 
+def test_compare_says_when_rl_never_rose_above_its_start(tmp_path, monkeypatch):
+    """RL flat at its step-0 accuracy (every group scored 0: no signal): no steps ratio, said in words."""
+    _fake_compare_results(tmp_path)
+    for seed in range(3):
+        run = tmp_path / compare.STUDY / "t" / f"rl-s{seed}"
+        records = [{**json.loads(line), "val_accuracy_best": 0.2} for line in (run / "metrics.jsonl").open()]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    a = compare.analyse(["t"], [0, 1, 2])
+    steps = a["paper"][0]
+    assert steps["ours"] == {"n": 0}
+    assert steps["reading"] == "undecided (n = 0 runs); in 3 of 3 seeds RL never rose above its start"
+    assert "s0: RL never rose above its start (0.200)" in compare.markdown(a)
+
+
 def test_area_under_curve_is_the_mean_accuracy_over_steps():
     assert plasticity.auc([{"step": 0, "acc": 0.0}, {"step": 4, "acc": 0.4}, {"step": 12, "acc": 0.4}]) == \
         pytest.approx((4 * 0.2 + 8 * 0.4) / 12)
