@@ -85,22 +85,53 @@ def decode(model: Any, prompts: list[list[int]], *, pick: Pick, max_new_tokens: 
 
 def _prefill(model: Any, prompts: list[list[int]], pad_id: int):
     """Logits after each prompt, the cache, the padding mask and each row's last position id."""
+    shared, cache = _prefix_cache(model, prompts)
+    ids, mask, position = _layout(prompts, shared, pad_id, model.device)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    return logits, cache, mask, position[:, -1:]
+
+
+def completion_logps(model: Any, prompts: list[list[int]], completions: list[list[int]], pad_id: int,
+                     ) -> list[list[float]]:
+    """log p(token) of each completion token given its prompt and the tokens before it, in one forward pass
+    over the batch with the shared prompt prefix computed once (the layout `decode` prefills with, each
+    completion appended and right-padded)."""
+    shared, cache = _prefix_cache(model, prompts)
+    width = max(map(len, completions))
+    ids, mask, position = _layout(prompts, shared, pad_id, model.device, completions, width)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
+                   logits_to_keep=width + 1).logits[:, :-1].float()  # the positions that predict a completion token
+    targets = torch.tensor([c + [pad_id] * (width - len(c)) for c in completions], device=model.device)
+    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)  # no [B, T, V] copy
+    return [row[: len(c)] for row, c in zip(logps.tolist(), completions, strict=True)]
+
+
+def _prefix_cache(model: Any, prompts: list[list[int]]) -> tuple[int, DynamicCache]:
+    """The prompts' shared prefix length and a cache holding it, repeated for every row."""
     shared, device = _shared_prefix(prompts), model.device
     cache = DynamicCache(config=model.config)
     if shared:
         model(input_ids=torch.tensor([prompts[0][:shared]], device=device),
               position_ids=torch.arange(shared, device=device)[None], cache=cache, use_cache=True, logits_to_keep=1)
         cache.batch_repeat_interleave(len(prompts))
+    return shared, cache
+
+
+def _layout(prompts: list[list[int]], shared: int, pad_id: int, device: Any, tails: list[list[int]] | None = None,
+            width: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows `[pads][suffix][tail][pads]` after the shared prefix: input ids, the attention mask (prefix
+    included) and position ids that continue the prefix, so each row computes what it would alone."""
     suffixes = [p[shared:] for p in prompts]
-    width = max(map(len, suffixes))
-    pads = [width - len(s) for s in suffixes]
-    rows = list(zip(pads, suffixes, strict=True))
-    ids = torch.tensor([[pad_id] * k + s for k, s in rows], device=device)
-    mask = torch.tensor([[1] * shared + [0] * k + [1] * len(s) for k, s in rows], device=device)
-    position = torch.tensor([[shared] * k + list(range(shared, shared + len(s))) for k, s in rows], device=device)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position, cache=cache, use_cache=True,
-                   logits_to_keep=1).logits[:, -1]
-    return logits, cache, mask, position[:, -1:]
+    tails = tails or [[] for _ in prompts]
+    left = max(map(len, suffixes))
+    ids, mask, position = [], [], []
+    for s, t in zip(suffixes, tails, strict=True):
+        k, r, own = left - len(s), width - len(t), len(s) + len(t)
+        ids.append([pad_id] * k + s + t + [pad_id] * r)
+        mask.append([1] * shared + [0] * k + [1] * own + [0] * r)
+        position.append([shared] * k + list(range(shared, shared + own)) + [shared + own] * r)
+    return tuple(torch.tensor(x, device=device) for x in (ids, mask, position))
 
 
 def _shared_prefix(prompts: list[list[int]]) -> int:

@@ -197,7 +197,8 @@ def _evaluate(stage: Stage, tasks: list[Task], population: Population, config: R
         rl, trainer = config.rl, stage.trainer
         estimate = kl_to_base(trainer.model, trainer.processing_class, probe_conversations(task, rl.kl_probe_n),
                               base=stage.kl_base, samples_per_prompt=rl.kl_samples,
-                              max_new_tokens=rl.max_completion_length, seed=rl.seed)
+                              max_new_tokens=rl.max_completion_length, seed=rl.seed,
+                              weight_first=config.policy.weight_first)
         kl = {"kl": estimate.mean, "kl_stderr": estimate.stderr}
     return {"cycle": state.cycle, "mode": config.loop.mode, "stage": stage.index, "task": task.name,
             "val_accuracy_best": by_task[task.name], "val_accuracy_seed": seed_acc, "val_accuracy_by_task": by_task,

@@ -78,7 +78,7 @@ class Policy:
         self.batch_size, self.seed, self.sampling, self.name = batch_size, seed, sampling, name
         self.weight_first = weight_first  # see decoding.WeightFirstLinear
         self.stats = PolicyStats()
-        self.stop_ids = _stop_ids(model, tokenizer)
+        self.stop_ids = stop_ids(model, tokenizer)
         self._lock = threading.Lock()  # one generate at a time: the model is not re-entrant
 
     @classmethod
@@ -153,7 +153,7 @@ class Policy:
         )
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
     """Token ids that end a turn: the generation config's EOS ids plus the tokenizer's."""
     ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = set(ids if isinstance(ids, list) else [] if ids is None else [ids])

@@ -4,7 +4,7 @@ batch-1 `model.generate` gives: greedy completions are unchanged by batching."""
 import pytest
 import torch
 
-from fst_prompt.decoding import _shared_prefix, decode, greedy
+from fst_prompt.decoding import _shared_prefix, completion_logps, decode, greedy
 from fst_prompt.policy import Policy, Sampling
 
 QUESTIONS = ["What is 2 + 2?", "Name a color.", "Spell the word cat backwards, please, one letter at a time.",
@@ -102,3 +102,17 @@ def test_seeded_rollouts_are_reproducible(tiny_policy, qa_task):
     assert [r.completions for r in first] == [r.completions for r in again]
     assert first[0].completions != run_rollouts(qa_task, tiny_policy, examples[:1], sampling=hot,
                                                 seeds=[99])[0].completions
+
+
+def test_completion_logps_equal_one_unpadded_forward_pass_per_row(tiny_policy):
+    """The batched scoring (shared prefix once, rows of different prompt and completion lengths) gives each
+    completion token the log-probability a plain forward pass over that row alone gives."""
+    policy, tok = tiny_policy, tiny_policy.tokenizer
+    prompts = [tok(policy.prompt_text(c), add_special_tokens=False)["input_ids"] for c in _conversations(QUESTIONS)]
+    completions = [[5, 17, 9], [3], [8, 8, 2, 41, 7], [11, 4]] + [[6, 2]] * (len(prompts) - 4)
+    got = completion_logps(policy.model, prompts, completions, tok.pad_token_id)
+    for prompt, completion, row in zip(prompts, completions, got, strict=True):
+        with torch.inference_mode():
+            logits = policy.model(input_ids=torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1]
+        expected = logits.float().log_softmax(-1).gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+        assert row == pytest.approx(expected.tolist(), abs=1e-4)

@@ -61,6 +61,12 @@ def test_kl_probe_zero_for_identical_models_positive_after_perturbation(tiny_pat
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.2)
     moved = kl_to_base(model, tok, convs, base=base, samples_per_prompt=2, max_new_tokens=8)
     assert moved.mean > 3 * moved.stderr > 0
+    # one generator per sequence: the batch size bounds memory, it does not change the estimate
+    for batch_size in (1, 3):
+        again = kl_to_base(model, tok, convs, base=base, samples_per_prompt=2, max_new_tokens=8, batch_size=batch_size)
+        assert again.n == 8 and again.mean == pytest.approx(moved.mean, rel=1e-4)
+    other = kl_to_base(model, tok, convs, base=base, samples_per_prompt=2, max_new_tokens=8, seed=1)
+    assert other.mean != pytest.approx(moved.mean, rel=1e-4)  # the seed does change the samples
 
 
 def snapshot(model):

@@ -47,20 +47,25 @@ def probe_base(trainer: Any, model_path: Path) -> Any:
 
 
 def kl_to_base(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *, base: Any = None,
-               samples_per_prompt: int = 2, max_new_tokens: int = 64, batch_size: int = 8,
-               seed: int = 0) -> KLEstimate:
-    """Monte Carlo KL of `model` from `base` (or from `model` with its adapter disabled)."""
+               samples_per_prompt: int = 2, max_new_tokens: int = 64, batch_size: int = 32,
+               seed: int = 0, weight_first: bool = True) -> KLEstimate:
+    """Monte Carlo KL of `model` from `base` (or from `model` with its adapter disabled).
+
+    Completions are sampled at temperature 1 by the policy's decoder (`decoding.decode`: finished rows leave
+    the batch, the shared prompt prefix is computed once) with one generator per sequence, seeded by the
+    sequence's place in the probe: the estimate does not depend on `batch_size`, which bounds memory only."""
     if base is None and not hasattr(model, "disable_adapter"):
         raise ValueError("give the base model, or a PEFT model whose adapter can be disabled")
     texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-    texts = [t for t in texts for _ in range(samples_per_prompt)]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts for _ in range(samples_per_prompt)]
     per_sequence: list[float] = []
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start:start + batch_size]
-            per_sequence += _batch_log_ratios(model, base, tokenizer, chunk, max_new_tokens, seed * 7919 + start)
+        for start in range(0, len(prompts), batch_size):
+            seeds = [seed * 7919 + i for i in range(start, min(start + batch_size, len(prompts)))]
+            per_sequence += _batch_log_ratios(model, base, tokenizer, prompts[start:start + batch_size], seeds,
+                                              max_new_tokens, weight_first)
     finally:
         model.train(was_training)
     n = len(per_sequence)
@@ -70,39 +75,19 @@ def kl_to_base(model: Any, tokenizer: Any, conversations: list[list[dict[str, st
 
 
 @torch.no_grad()
-def _batch_log_ratios(model, base, tokenizer, texts, max_new_tokens, seed) -> list[float]:
-    tokenizer.padding_side = "left"
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        seqs = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-    prompt_len = enc["input_ids"].shape[1]
-    completion = seqs[:, prompt_len:]  # [B, T]
-    mask = _completion_mask(completion, tokenizer.eos_token_id)  # [B, T]: tokens up to and incl. EOS
-    attention = torch.cat([enc["attention_mask"], mask], dim=1)  # [B, P+T]
-    logp = _token_logps(model, seqs, attention, prompt_len)  # [B, T]
-    ctx = model.disable_adapter() if base is None else contextlib.nullcontext()
-    with ctx:
-        logq = _token_logps(base if base is not None else model, seqs, attention, prompt_len)
-    return ((logp - logq) * mask).sum(dim=1).tolist()
+def _batch_log_ratios(model, base, tokenizer, prompts: list[list[int]], seeds: list[int], max_new_tokens: int,
+                      weight_first: bool) -> list[float]:
+    """Sum over each sampled completion (up to and including its end-of-turn token) of log pi - log pi_base,
+    both scored by the same batched forward pass (so identical models give exactly 0)."""
+    from fst_prompt.decoding import WeightFirstLinear, completion_logps, decode, sampler
+    from fst_prompt.policy import stop_ids
 
-
-def _completion_mask(completion: torch.Tensor, eos_id: int) -> torch.Tensor:
-    is_eos = completion == eos_id
-    # position of the first EOS (or T when none); keep tokens at positions <= it
-    first = torch.where(is_eos.any(1), is_eos.int().argmax(1), torch.full_like(is_eos[:, 0], completion.shape[1],
-                                                                                dtype=torch.long))
-    positions = torch.arange(completion.shape[1], device=completion.device).expand_as(completion)
-    return (positions <= first.unsqueeze(1)).float()
-
-
-def _token_logps(model, seqs: torch.Tensor, attention: torch.Tensor, prompt_len: int) -> torch.Tensor:
-    """log p(token) of each completion token. Only the T + 1 positions that predict the completion get
-    logits (`logits_to_keep`), and no [B, T, V] log-softmax copy is made: the probe's memory peak was
-    two full-sequence logit tensors per model."""
-    positions = (attention.long().cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
-    targets = seqs[:, prompt_len:]  # [B, T]
-    logits = model(input_ids=seqs, attention_mask=attention, position_ids=positions,
-                   logits_to_keep=targets.shape[1] + 1).logits[:, :-1].float()  # [B, T, V]
-    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    fast = weight_first and model.device.type == "cpu"  # as the policy decodes (PolicyConfig.weight_first)
+    with WeightFirstLinear() if fast else contextlib.nullcontext():
+        completions = decode(model, prompts, pick=sampler(1.0, 1.0, seeds), max_new_tokens=max_new_tokens,
+                             stop_ids=stop_ids(model, tokenizer), pad_id=pad)
+    logp = completion_logps(model, prompts, completions, pad)
+    with model.disable_adapter() if base is None else contextlib.nullcontext():
+        logq = completion_logps(base if base is not None else model, prompts, completions, pad)
+    return [sum(p) - sum(q) for p, q in zip(logp, logq, strict=True)]
