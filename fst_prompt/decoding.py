@@ -157,3 +157,12 @@ class WeightFirstLinear(TorchFunctionMode):
         bias = args[2] if len(args) > 2 else kwargs.get("bias")
         y = torch.mm(weight, x.reshape(-1, x.shape[-1]).t()).t().reshape(*x.shape[:-1], weight.shape[0])
         return y if bias is None else y + bias
+
+
+def stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Token ids that end a turn: the generation config's EOS ids plus the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(ids if isinstance(ids, list) else [] if ids is None else [ids])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

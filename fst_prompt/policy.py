@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fst_prompt.decoding import WeightFirstLinear, decode, greedy, sampler
+from fst_prompt.decoding import WeightFirstLinear, decode, greedy, sampler, stop_ids
 from fst_prompt.device import load_causal_lm
 from fst_prompt.models import resolve_model
 
@@ -151,12 +151,3 @@ class Policy:
             prompt_ids=tuple(prompt),
             ids=tuple(ids),
         )
-
-
-def stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Token ids that end a turn: the generation config's EOS ids plus the tokenizer's."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = set(ids if isinstance(ids, list) else [] if ids is None else [ids])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from fst_prompt.decoding import WeightFirstLinear, completion_logps, decode, sampler, stop_ids
 from fst_prompt.render import render
 from fst_prompt.task import Task
 
@@ -79,9 +80,6 @@ def _batch_log_ratios(model, base, tokenizer, prompts: list[list[int]], seeds: l
                       weight_first: bool) -> list[float]:
     """Sum over each sampled completion (up to and including its end-of-turn token) of log pi - log pi_base,
     both scored by the same batched forward pass (so identical models give exactly 0)."""
-    from fst_prompt.decoding import WeightFirstLinear, completion_logps, decode, sampler
-    from fst_prompt.policy import stop_ids
-
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     fast = weight_first and model.device.type == "cpu"  # as the policy decodes (PolicyConfig.weight_first)
     with WeightFirstLinear() if fast else contextlib.nullcontext():
