@@ -142,6 +142,11 @@ def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None
                 "acc": r["val_accuracy_best"], "kl": None, "kl_stderr": None, "cycle": r["cycle"], "n": r["eval_n"]}
                for r in between.values()]
     points.sort(key=lambda p: (p["step"], p["kl"] is None))  # a cycle's full evaluation before a light one
+    rounds = read_jsonl(results / "rounds.jsonl") if (results / "rounds.jsonl").is_file() else []
+    for r in rounds:  # a GEPA round runs before its cycle's RL steps: the first evaluation after it paid for it
+        after = next((p for p in points if p["step"] > r["cycle"] * T), None) if mode != "gepa" else None
+        if after is not None:
+            after["gepa_before"] = {"rollouts": r["policy_rollouts"], "seconds": r["seconds"]}
     return points
 
 
@@ -157,10 +162,21 @@ def reach(rl: list[dict], other: list[dict], axis: str) -> dict:
     evaluations; ratio = RL's / the other method's (> 1: the other gets there sooner)."""
     rl_acc = smoothed(rl)
     peak = max(rl_acc)
-    x_rl = first_reach([p[axis] for p in rl], rl_acc, peak)
-    x_other = first_reach([p[axis] for p in other], smoothed(other), peak)
+    x_rl = reach_at(rl, rl_acc, peak, axis)
+    x_other = reach_at(other, smoothed(other), peak, axis)
     ratio = x_rl / x_other if x_rl and x_other else None  # RL peaking at the start or never reached: no ratio
     return {"rl_peak": peak, "rl": x_rl, "other": x_other, "ratio": ratio}
+
+
+def reach_at(points: list[dict], acc: list[float], target: float, axis: str) -> float | None:
+    """`first_reach` on `axis`, except that a GEPA round's rollouts and seconds count as spent before any of
+    the gain measured after it: the round ran before the RL steps, not spread between the evaluations."""
+    xs = [p[axis] for p in points]
+    i = next((i for i, a in enumerate(acc) if a >= target - 1e-9), None)
+    if i is None or i == 0:
+        return None if i is None else float(xs[0])
+    start = min(xs[i], xs[i - 1] + points[i].get("gepa_before", {}).get(axis, 0))
+    return first_reach([start, xs[i]], acc[i - 1: i + 1], target)
 
 
 def kl_at(points: list[dict], acc: float) -> float | None:

@@ -267,3 +267,18 @@ def test_plasticity_pairs_the_trained_starts_per_seed(tmp_path, monkeypatch):
     assert a["fst_minus_rl"]["final"]["mean"] == pytest.approx(0.1)
     assert a["fst_minus_rl"]["auc"]["mean"] == pytest.approx((4 * 0.05 + 4 * 0.1) / 8)
     assert a["fst_minus_rl"]["reading"] == "confirmed" and "confirmed" in plasticity.markdown(a)
+
+
+def test_reach_charges_a_gepa_round_before_the_gain_after_it():
+    """FST's first evaluation (step 2) comes after its round's 600 rollouts: RL's peak is reached at >= 600
+    rollouts, not at a point interpolated from 0 (the round ran before RL step 1)."""
+    rl = [{"step": 0, "rollouts": 0, "seconds": 0.0, "acc": 0.0}, {"step": 24, "rollouts": 192, "seconds": 1000.0,
+                                                                    "acc": 0.1}]
+    fst = [{"step": 0, "rollouts": 0, "seconds": 0.0, "acc": 0.0},
+           {"step": 2, "rollouts": 616, "seconds": 600.0, "acc": 0.8,
+            "gepa_before": {"rollouts": 600, "seconds": 500.0}}]
+    acc = [0.0, 0.8]
+    assert compare.reach_at(fst, acc, 0.1, "rollouts") == pytest.approx(600 + 16 / 8)
+    assert compare.reach_at(fst, acc, 0.1, "seconds") == pytest.approx(500 + 100 / 8)
+    assert compare.reach_at(fst, acc, 0.1, "step") == pytest.approx(2 / 8)  # a round costs no RL steps
+    assert compare.reach_at(rl, [0.0, 0.1], 0.1, "rollouts") == pytest.approx(192)
