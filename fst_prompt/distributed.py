@@ -38,6 +38,21 @@ class Processes:
             self.state = PartialState(cpu=not torch.cuda.is_available(), timeout=timedelta(minutes=wait_minutes))
             self.count, self.index = self.state.num_processes, self.state.process_index
 
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, error_type: type[BaseException] | None, *_: Any) -> None:
+        """Tear the process group down while the interpreter is whole: left to interpreter shutdown, gloo's
+        worker threads can abort a process (`terminate called without an active exception`) after the run
+        has finished, and the launcher reports a failure. After a success every process waits for the others
+        first (none leaves while another still talks to it); after an error it leaves at once."""
+        import torch.distributed as dist
+
+        if self.state is not None and dist.is_initialized():
+            if error_type is None:
+                dist.barrier()
+            dist.destroy_process_group()
+
     @property
     def main(self) -> bool:
         return self.index == 0

@@ -66,9 +66,10 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
     if mode.fast != "never":
         check_reflection_ready(config.reflection)
     quiet_third_party()
-    run_dir, procs = Path(config.run_dir), Processes(config.loop.wait_minutes)
-    progress = progress and procs.main
-    with contextlib.ExitStack() as main_only:  # what only the main process holds; its errors stop every process
+    run_dir = Path(config.run_dir)
+    # main_only: what the main process alone holds; its errors stop every process
+    with Processes(config.loop.wait_minutes) as procs, contextlib.ExitStack() as main_only:
+        progress = progress and procs.main
         procs.only_main(lambda: main_only.enter_context(run_lock(run_dir)))  # one job per run directory
         seed = seed_instructions(config, tasks[0])
         state = (procs.on_main(_resumed_state, run_dir, config) if resume else
