@@ -57,7 +57,7 @@ bench: setup
 	$(PY) evals/bench_generate.py
 	$(PY) evals/bench_step.py
 
-# The paper's experiments, v2 (evals/results/RESULTS.md §7): ~55 hours on 2 CPU cores;
+# The paper's experiments, v2 (evals/results/RESULTS.md §1): ~55 hours on 2 CPU cores;
 # finished runs are skipped, so an interrupted `make experiments` continues where it stopped.
 experiments: setup-reflect
 	$(PY) evals/compare.py

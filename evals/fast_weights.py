@@ -25,7 +25,7 @@ TASKS = ("chain_sum", "ticket_routing", "date_normalize")  # the tasks evals/hea
 # Per task, settings over the config (as in evals/headroom.py): ticket_routing runs on Qwen2.5-Coder-0.5B (SmolLM2
 # cannot follow a routing instruction), and its reflection prompt asks for the convention (the teams and their
 # topics). At SmolLM2's learning rate (5e-6) and a 24-token cap, 6 RL steps took Qwen-0.5B to KL 3.8 nats from its
-# base, with replies running into the cap (RESULTS.md §4): a lower rate and more room.
+# base, with replies running into the cap (RESULTS.md §2): a lower rate and more room.
 # date_normalize (a house date format) runs as ticket_routing does. Gradient checkpointing: ticket_routing seed 2
 # was killed for memory (20.8 GB resident, 24 GB machine) at its second slow step, with 4 contexts' longer
 # prompts; it recomputes the same activations, so it changes memory and time, not the trajectory.

@@ -34,7 +34,7 @@ STUDY = "headroom"
 SEEDS = [0, 1, 2]
 CONFIG = "evals/configs/headroom.yaml"
 TASKS = ("chain_sum", "ticket_routing", "date_normalize", "letter_counting", "simple_equations")
-# GEPA runs (an hour each) only where the screen (seed vs hand-written) shows room; RESULTS.md §1 lists the tasks
+# GEPA runs (an hour each) only where the screen (seed vs hand-written) shows room; RESULTS.md §2 lists the tasks
 # screened with `fst eval` alone (basic_arithmetic, leg_counting, number_sorting, spell_backward, decimal_chain_sum).
 GEPA_TASKS = ("chain_sum", "ticket_routing", "date_normalize")
 RL_TEMPERATURE = 1.0  # rl.temperature in evals/configs/fast_weights.yaml (the default)
