@@ -1,6 +1,8 @@
 """One device/dtype policy (`policy.dtype`, device.py) for the trainer, the live policy, the KL probe's base and
 `fst eval`; GRPOConfig settings passed through `rl.trainer_args`; the processes' agreement helpers."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -101,6 +103,23 @@ def test_one_process_runs_on_main_and_raises_what_main_raised():
 
 def _raise():
     raise FileExistsError("busy")
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_process_group_is_torn_down_when_the_run_ends(tmp_path, fails):
+    """Left to interpreter shutdown, gloo's threads aborted a launcher's worker after a finished run: the
+    group is destroyed on the way out, after a success and after an error alike."""
+    import torch.distributed as dist
+
+    from fst_prompt.distributed import Processes
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    procs = Processes()
+    procs.state = object()  # as under a launcher, with a group of one
+    with pytest.raises(FileExistsError) if fails else contextlib.nullcontext(), procs:
+        if fails:
+            _raise()
+    assert not dist.is_initialized()
 
 
 def test_processes_that_train_with_different_populations_stop(monkeypatch):
