@@ -39,6 +39,7 @@ from runner import (  # noqa: E402
     load_cycles,
     report_scope,
     run_jobs,
+    uninterrupted_minutes,
     write_report,
 )
 
@@ -208,8 +209,8 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
             t["final"][m] = summary([c[-1]["acc"] for c in curves[m].values()])
             t["auc"][m] = summary([mean_over_curve([p["step"] for p in c], [p["acc"] for p in c])
                                    for c in curves[m].values()])
-            t["wall_minutes"][m] = summary([json.loads((RESULTS / STUDY / task / f"{m}-s{s}" / "done.json")
-                                                       .read_text())["wall_seconds"] / 60 for s in curves[m]])
+            t["wall_minutes"][m] = summary(uninterrupted_minutes([RESULTS / STUDY / task / f"{m}-s{s}"
+                                                                  for s in curves[m]]))
         for m in ("fst", "gepa-then-rl"):
             seeds_both = [s for s in curves["rl"] if s in curves[m]]
             rl, other = curves["rl"], curves[m]
@@ -281,7 +282,8 @@ def markdown(a: dict) -> str:
         constant = "not recorded by these runs" if t["constant"] is None else f"{t['constant']:.3f}"
         lines += [f"### {task}", "",
                   f"Val n = {n}. Step 0 (base weights, seed instruction): {base}; constant answer: {constant}.", "",
-                  "| method | final val accuracy | mean accuracy over the run (AUC / steps) | wall minutes per run |",
+                  "| method | final val accuracy | mean accuracy over the run (AUC / steps) "
+                  "| wall minutes per run (runs not resumed) |",
                   "|---|---|---|---|"]
         lines += [f"| {LABELS[m]} | {fmt(t['final'][m])} | {fmt(t['auc'][m])} | {fmt(t['wall_minutes'][m], 1)} |"
                   for m in MODES]

@@ -113,12 +113,13 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
           f"in {seconds / 60:.1f} min", flush=True)
     if rc != 0:
         return False
-    _harvest(job, seconds, threads, parallel, commit)
+    _harvest(job, seconds, threads, parallel, commit, resumed="--resume" in argv)
     return True
 
 
-def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str) -> None:
-    """Copy the results, keep the final weights only, mark the job done (last, atomically)."""
+def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str, resumed: bool = False) -> None:
+    """Copy the results, keep the final weights only, mark the job done (last, atomically). A resumed run's
+    `wall_seconds` are its last attempt's only (`resumed`: true): what came before a crash is not known."""
     from fst_prompt.state import last_complete_checkpoint, write_json_atomic
 
     job.results.mkdir(parents=True, exist_ok=True)
@@ -138,8 +139,15 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str)
         shutil.rmtree(checkpoints)
     write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": commit,
                                                   "wall_seconds": round(seconds, 1), "threads": threads,
-                                                  "device": _device(parallel),
+                                                  "device": _device(parallel), "resumed": resumed,
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def uninterrupted_minutes(results: list[Path]) -> list[float]:
+    """Wall minutes of the finished runs among `results` that ran in one attempt: a resumed run's time is its
+    last attempt's only, so it is left out."""
+    done = [json.loads((r / "done.json").read_text()) for r in results if (r / "done.json").is_file()]
+    return [d["wall_seconds"] / 60 for d in done if not d.get("resumed")]
 
 
 def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:

@@ -133,6 +133,18 @@ def test_area_under_curve_is_the_mean_accuracy_over_steps():
         pytest.approx((4 * 0.2 + 8 * 0.4) / 12)
 
 
+def test_a_resumed_run_keeps_no_wall_time_in_the_report(tmp_path, monkeypatch):
+    """A resumed run's wall seconds are its last attempt's: they are marked, and the wall minutes leave them out."""
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    jobs = [runner.Job("study", f"task/rl-s{seed}", ["run", "cfg.yaml"]) for seed in (0, 1)]
+    for job, resumed in zip(jobs, (False, True), strict=True):
+        job.run_dir.mkdir(parents=True)
+        runner._harvest(job, 600.0, threads=1, parallel=1, commit="abc1234", resumed=resumed)
+    assert [json.loads((j.results / "done.json").read_text())["resumed"] for j in jobs] == [False, True]
+    assert runner.uninterrupted_minutes([j.results for j in jobs]) == [10.0]
+
+
 def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
