@@ -266,7 +266,8 @@ def paper_table(tasks: dict) -> list[dict]:
                      + (f"; in {flat} of {len(steps['runs'])} seeds RL never rose above its start" if flat else "")})
         kl = t["kl"]["matched_ratio"]
         rows.append({"claim": "KL at matched accuracy, FST/RL", "task": task, "paper": PAPER["kl"], "ours": kl,
-                     "reached": "", "reading": reading(kl, better="below", null=1.0)})
+                     "reached": "", "reading": reading(kl, better="below", null=1.0)
+                     + (f"; no ratio in the {flat} seed(s) where RL never rose above its start" if flat else "")})
     return rows
 
 
