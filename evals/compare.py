@@ -151,6 +151,20 @@ def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None
     return points
 
 
+def rl_signal(results: Path) -> dict | None:
+    """What the RL steps had to learn from (`steps.jsonl`, the last record of a step a resume repeated): the
+    share of groups whose rollouts all scored the same (a zero advantage: no policy gradient from them), the
+    steps with at least one group that did not, and the mean reward per rollout."""
+    path = results / "steps.jsonl"
+    steps = {(r["cycle"], r["step"]): r for r in read_jsonl(path) if "frac_reward_zero_std" in r} \
+        if path.is_file() else {}
+    if not steps:
+        return None
+    flat = [r["frac_reward_zero_std"] for r in steps.values()]
+    return {"zero_std": sum(flat) / len(flat), "steps_with_signal": sum(f < 1 for f in flat), "steps": len(flat),
+            "reward": sum(r["reward"] for r in steps.values()) / len(steps)}
+
+
 def smoothed(points: list[dict]) -> list[float]:
     """The accuracy curve averaged over 3 neighbouring evaluations (a lone evaluation is one problem's luck);
     step 0 stays the base accuracy every method starts from."""
@@ -211,6 +225,8 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                                    for c in curves[m].values()])
             t["wall_minutes"][m] = summary(uninterrupted_minutes([RESULTS / STUDY / task / f"{m}-s{s}"
                                                                   for s in curves[m]]))
+        t["signal"] = {m: [{"seed": seed, **sig} for seed in curves[m]
+                           if (sig := rl_signal(RESULTS / STUDY / task / f"{m}-s{seed}"))] for m in MODES}
         for m in ("fst", "gepa-then-rl"):
             seeds_both = [s for s in curves["rl"] if s in curves[m]]
             rl, other = curves["rl"], curves[m]
@@ -316,6 +332,13 @@ def markdown(a: dict) -> str:
                     for m in ("fst", "gepa-then-rl", "gepa")}
         lines += ["GEPA proposals accepted / evaluated over the run, per seed: "
                   + "; ".join(f"{LABELS[m]} {text}" for m, text in accepted.items()), ""]
+        signal = [f"| {LABELS[m]} s{g['seed']} | {g['zero_std']:.0%} | {g['steps_with_signal']}/{g['steps']} | "
+                  f"{g['reward']:.3f} |" for m in MODES for g in t["signal"][m]]
+        if signal:  # runs older than steps.jsonl have none
+            lines += ["What the RL steps had to learn from (steps.jsonl), per seed: groups whose rollouts all scored "
+                      "the same (no gradient from the advantage); steps with a group that did not; mean reward per "
+                      "rollout:", "", "| method | groups without signal | steps with signal | mean reward |",
+                      "|---|---|---|---|", *signal, ""]
         tb = t["two_by_two"]
         lines += [f"2x2 (val accuracy, n = {n} each):", "", "| weights \\ instruction | seed | learned (FST's best) |",
                   "|---|---|---|",

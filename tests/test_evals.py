@@ -113,6 +113,23 @@ def test_compare_reports_a_study_run_in_pieces(tmp_path, monkeypatch):
     assert "| GEPA-only | – |" in (tmp_path / compare.STUDY / f"{compare.STUDY}.md").read_text()
 
 
+def test_compare_counts_the_rl_steps_that_had_signal(tmp_path, monkeypatch):
+    """From steps.jsonl: groups with a zero advantage, steps with any signal, mean reward; a step a resume
+    repeated counts once (its last record)."""
+    _fake_compare_results(tmp_path)
+    run = tmp_path / compare.STUDY / "t" / "rl-s0"
+    logs = [{"cycle": 0, "step": 1, "frac_reward_zero_std": 1.0, "reward": 0.0},
+            {"cycle": 0, "step": 2, "frac_reward_zero_std": 1.0, "reward": 0.0},  # killed after this log ...
+            {"cycle": 0, "step": 2, "frac_reward_zero_std": 0.5, "reward": 0.25},  # ... and step 2 redone
+            {"cycle": 0, "train_runtime": 9.0}]  # the trainer's closing record: no step
+    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
+    monkeypatch.setattr(compare, "RESULTS", tmp_path)
+    a = compare.analyse(["t"], [0, 1, 2])
+    assert a["tasks"]["t"]["signal"]["rl"] == [{"seed": 0, "zero_std": 0.75, "steps_with_signal": 1, "steps": 2,
+                                                "reward": 0.125}]
+    assert "| RL s0 | 75% | 1/2 | 0.125 |" in compare.markdown(a)
+
+
 def test_compare_says_when_rl_never_rose_above_its_start(tmp_path, monkeypatch):
     """RL flat at its step-0 accuracy (every group scored 0: no signal): no steps ratio, said in words."""
     _fake_compare_results(tmp_path)
