@@ -103,6 +103,7 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
         argv += ["--set", f"run_dir={job.run_dir}", "--set", f"reflection.threads={threads}"]
         if (job.run_dir / "state.json").exists():
             argv.append("--resume")
+    resumed = _earlier_work(job.run_dir)
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
     commit, t0 = _commit(), time.perf_counter()  # the code it starts with (edits made while it runs do not count)
@@ -113,8 +114,15 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
           f"in {seconds / 60:.1f} min", flush=True)
     if rc != 0:
         return False
-    _harvest(job, seconds, threads, parallel, commit, resumed="--resume" in argv)
+    _harvest(job, seconds, threads, parallel, commit, resumed=resumed)
     return True
+
+
+def _earlier_work(run_dir: Path) -> bool:
+    """Whether an interrupted attempt got anywhere: a logged RL step, evaluation or GEPA round, or a round begun.
+    One that stopped before any of it (a machine lost while the model loaded) leaves its wall time whole."""
+    logs = (run_dir / name for name in ("steps.jsonl", "evals.jsonl", "metrics.jsonl", "rounds.jsonl"))
+    return any(log.is_file() and log.stat().st_size for log in logs) or any((run_dir / "gepa").glob("*/*"))
 
 
 def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str, resumed: bool = False) -> None:

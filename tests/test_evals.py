@@ -3,6 +3,7 @@
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -163,6 +164,28 @@ def test_a_resumed_run_keeps_no_wall_time_in_the_report(tmp_path, monkeypatch):
         runner._harvest(job, 600.0, threads=1, parallel=1, commit="abc1234", resumed=resumed)
     assert [json.loads((j.results / "done.json").read_text())["resumed"] for j in jobs] == [False, True]
     assert runner.uninterrupted_minutes([j.results for j in jobs]) == [10.0]
+
+
+@pytest.mark.parametrize("left_behind, resumed", [
+    ({}, False),  # a fresh start
+    ({"state.json": "{}", "log.txt": "loading"}, False),  # the first attempt died before any step: time whole
+    ({"state.json": "{}", "steps.jsonl": '{"step": 1}\n'}, True),
+    ({"state.json": "{}", "gepa/cycle-0/gepa_state.bin": "x"}, True),  # died in the first GEPA round
+])
+def test_a_run_is_marked_resumed_only_when_an_earlier_attempt_did_work(tmp_path, monkeypatch, left_behind, resumed):
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    job = runner.Job("study", "task/rl-s2", ["run", "cfg.yaml"])
+    for name, text in left_behind.items():
+        (job.run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (job.run_dir / name).write_text(text)
+    calls = []
+    fake_run = lambda argv, **kw: calls.append(argv) or SimpleNamespace(returncode=0)  # noqa: E731
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner, "_commit", lambda: "abc1234")
+    assert runner._run_one(job, threads=1, parallel=1)
+    assert ("--resume" in calls[0]) == ("state.json" in left_behind)
+    assert json.loads((job.results / "done.json").read_text())["resumed"] is resumed
 
 
 def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monkeypatch):
