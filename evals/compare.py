@@ -239,7 +239,8 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
             t["reach_rl_peak"][m] = {}
             for axis in ("step", "rollouts", "seconds"):
                 runs = [{"seed": s, **reach(rl[s], other[s], axis)} for s in seeds_both]
-                t["reach_rl_peak"][m][axis] = {"runs": runs, "ratio": summary([r["ratio"] for r in runs]),
+                t["reach_rl_peak"][m][axis] = {"runs": runs,
+                                               "ratio": summary([r["ratio"] for r in runs], geometric=True),
                                                "reached": sum(r["other"] is not None for r in runs)}
         rows = []
         for s in (s for s in curves["rl"] if s in curves["fst"]):
@@ -250,7 +251,7 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                          "ratio": kl_fst / kl_rl if kl_rl else None, "final_kl_rl": rl[-1]["kl"],
                          "final_kl_rl_stderr": rl[-1]["kl_stderr"], "final_kl_fst": fst[-1]["kl"],
                          "final_kl_fst_stderr": fst[-1]["kl_stderr"]})
-        t["kl"] = {"runs": rows, "matched_ratio": summary([r["ratio"] for r in rows]),
+        t["kl"] = {"runs": rows, "matched_ratio": summary([r["ratio"] for r in rows], geometric=True),
                    # after the same steps: a paired difference, which a near-zero RL drift cannot blow up as a ratio
                    "final_diff": summary([r["final_kl_fst"] - r["final_kl_rl"] for r in rows])}
         learned = [eval_accuracy(RESULTS / STUDY / task / f"base-learned-s{s}") for s in curves["fst"]]
@@ -291,7 +292,8 @@ def markdown(a: dict) -> str:
     lines = ["Means over seeds with a seeded 95% bootstrap interval of the mean (n = runs); with 3 runs an "
              "interval spans at most what those runs span. Val accuracy greedy; step 0 = base weights with the "
              "seed instruction. Steps to reach a level are read on curves smoothed over 3 evaluations and "
-             "interpolated between evaluations.", ""]
+             "interpolated between evaluations. Ratios (RL steps to RL's peak, KL at matched accuracy) are "
+             "geometric means over seeds, their intervals taken on the logarithms.", ""]
     for task, t in a["tasks"].items():
         n = t["eval_n"] or "?"
         base = f"{t['base_accuracy']:.3f}"
@@ -320,12 +322,14 @@ def markdown(a: dict) -> str:
         lines += ["", "Per seed: " + "; ".join(
             f"s{r['seed']}: RL never rose above its start ({r['rl_peak']:.3f})" if r["rl"] == 0 else
             f"s{r['seed']}: RL peak {r['rl_peak']:.3f} at step {_num(r['rl'], 1)}, FST at {_num(r['other'], 1)}"
+            + (f" (RL/FST {r['ratio']:.2f})" if r["ratio"] else "")
             for r in fst_runs)]
         kl = t["kl"]
         lines += ["", f"KL at matched accuracy, FST/RL: {fmt(kl['matched_ratio'], 2)}; final KL, FST − RL (nats, "
                       f"paired): {fmt(kl['final_diff'], 2)}", ""]
         lines += ["Per seed: " + "; ".join(
-            f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])}; final KL "
+            f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])}"
+            + (f" (FST/RL {r['ratio']:.2f})" if r["ratio"] is not None else "") + "; final KL "
             f"RL {r['final_kl_rl']:.3f} ± {r['final_kl_rl_stderr']:.3f} vs FST {r['final_kl_fst']:.3f} ± "
             f"{r['final_kl_fst_stderr']:.3f}" for r in kl["runs"]), ""]
         accepted = {m: ", ".join(f"s{s}: {c[-1]['accepted']}/{c[-1]['tried']}" for s, c in t["curves"][m].items())

@@ -3,20 +3,29 @@ against a claim. A result is worth reporting only with its n and its spread."""
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from fst_prompt.stats import bootstrap_mean
 
 
-def summary(values: list[float | None]) -> dict:
+def summary(values: list[float | None], *, geometric: bool = False) -> dict:
     """Mean, sd, min, max and a seeded 95% bootstrap interval of the mean over runs (n = runs; None: a run
-    without the value)."""
+    without the value). `geometric` (for ratios): the mean and its interval are taken over the logarithms, so
+    2x and 0.5x average to 1x and one large ratio does not stand for the rest; where a ratio is 0 or below
+    (no logarithm) the arithmetic mean is kept, and `geometric` in the result says which it is."""
     values = [v for v in values if v is not None]
     if not values:
         return {"n": 0}
+    spread = {"sd": statistics.stdev(values) if len(values) > 1 else 0.0, "min": min(values), "max": max(values),
+              "n": len(values)}
+    if geometric and min(values) > 0:
+        logs = [math.log(v) for v in values]
+        lo, hi = bootstrap_mean(logs)
+        return {"mean": math.exp(statistics.fmean(logs)), "ci": [math.exp(lo), math.exp(hi)], "geometric": True,
+                **spread}
     lo, hi = bootstrap_mean(values)
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "ci": [lo, hi], "n": len(values)}
+    return {"mean": statistics.fmean(values), "ci": [lo, hi], **({"geometric": False} if geometric else {}), **spread}
 
 
 def reading(s: dict, *, better: str, null: float) -> str:
@@ -36,7 +45,8 @@ def fmt(s: dict, digits: int = 3) -> str:
     """'0.354 [0.281, 0.438] (n=3)': a mean over runs with its 95% bootstrap interval."""
     if not s or s.get("n", 0) == 0:
         return "–"
+    kind = ", arithmetic mean: a ratio ≤ 0" if s.get("geometric") is False else ""
     if s["n"] == 1:
-        return f"{s['mean']:.{digits}f} (n=1)"
+        return f"{s['mean']:.{digits}f} (n=1{kind})"
     lo, hi = s["ci"]
-    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']})"
+    return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']}{kind})"

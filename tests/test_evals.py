@@ -44,6 +44,19 @@ def test_readings_need_three_runs_and_an_interval_clear_of_no_effect():
     assert report.reading({"n": 5, "ci": [1.0, 1.6]}, better="below", null=1.0) == "refuted"
 
 
+def test_ratios_are_summarised_by_their_geometric_mean():
+    """2x and 0.5x average to 1x; one large ratio does not stand for the others; a ratio of 0 has no logarithm."""
+    assert report.summary([2.0, 0.5], geometric=True)["mean"] == pytest.approx(1.0)
+    s = report.summary([77.7, 2.0], geometric=True)
+    assert s["mean"] == pytest.approx((77.7 * 2.0) ** 0.5) and 2.0 <= s["ci"][0] <= s["ci"][1] <= 77.7
+    assert report.summary([77.7, 2.0])["mean"] == pytest.approx(39.85)  # the arithmetic mean, for other quantities
+    assert report.reading(report.summary([2.0, 3.0, 4.0], geometric=True), better="above", null=1.0) == "confirmed"
+    zero = report.summary([0.0, 0.5], geometric=True)
+    assert zero["geometric"] is False and zero["mean"] == pytest.approx(0.25)
+    assert report.fmt(zero).endswith("(n=2, arithmetic mean: a ratio ≤ 0)")
+    assert report.fmt(report.summary([2.0, 0.5], geometric=True)).endswith("(n=2)")
+
+
 def _fake_compare_results(root: Path) -> None:
     """rl and fst runs of one task over 3 seeds: FST is 0.1 ahead and drifts half as far."""
     task = root / compare.STUDY / "t"
