@@ -29,6 +29,7 @@ from typing import Any
 
 from fst_prompt.baselines import Baseline, majority_baseline
 from fst_prompt.config import PolicyConfig
+from fst_prompt.distributed import launched_processes
 from fst_prompt.state import write_json_atomic
 
 _POLICY = PolicyConfig.model_fields  # `fst eval` defaults = the run config's
@@ -51,6 +52,28 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError
 
 
 def main(argv: list[str] | None = None) -> int:
+    code = _command(argv)
+    if launched_processes() > 1:
+        _leave_now(code)
+    return code
+
+
+def _leave_now(code: int) -> None:
+    """End a launched process (torchrun, accelerate launch) without the interpreter's teardown. Its process
+    group is already destroyed (`Processes`), yet a library's thread can still abort the process while the
+    interpreter shuts down (`terminate called without an active exception`, SIGABRT), and the launcher then
+    reports a failure for a run that finished and wrote everything. Every file is closed by now (the `with`
+    blocks have run); logs and the console are flushed first."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _command(argv: list[str] | None) -> int:
     filter_warnings()
     parser = _parser()
     args = parser.parse_args(argv)

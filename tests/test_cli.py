@@ -47,6 +47,27 @@ def test_bad_prompt_file_fails_before_the_model_loads(tmp_path, capsys, content,
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("world_size", ["1", "2"])
+def test_a_launched_process_leaves_without_the_interpreter_teardown(monkeypatch, capsys, world_size):
+    """Under a launcher (WORLD_SIZE > 1) `fst` ends with os._exit(its exit code), output flushed: a library
+    thread torn down with the interpreter can otherwise abort a finished run (SIGABRT). Alone, it returns."""
+    left = []
+
+    def fake_exit(code):
+        left.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    if world_size == "1":
+        assert main(["eval", "--task", "nope", "--model", "no-such-model"]) == 2 and left == []
+    else:
+        with pytest.raises(SystemExit):
+            main(["eval", "--task", "nope", "--model", "no-such-model"])
+        assert left == [2]
+    assert "unknown task 'nope'" in capsys.readouterr().err
+
+
 def test_unknown_task_and_bad_n(capsys):
     assert main(["eval", "--task", "nope", "--model", "no-such-model"]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err
