@@ -107,6 +107,8 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
     commit, t0 = _commit(), time.perf_counter()  # the code it starts with (edits made while it runs do not count)
+    with open(job.run_dir / "attempts.jsonl", "a") as attempts:  # every attempt's code, crashed ones included
+        attempts.write(json.dumps({"commit": commit, "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     with open(job.run_dir / "log.txt", "a") as log:
         rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
@@ -127,7 +129,8 @@ def _earlier_work(run_dir: Path) -> bool:
 
 def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str, resumed: bool = False) -> None:
     """Copy the results, keep the final weights only, mark the job done (last, atomically). A resumed run's
-    `wall_seconds` are its last attempt's only (`resumed`: true): what came before a crash is not known."""
+    `wall_seconds` are its last attempt's only (`resumed`: true): what came before a crash is not known.
+    `attempts` lists the commit and start time of every attempt (`commit` is the last one's)."""
     from fst_prompt.state import last_complete_checkpoint, write_json_atomic
 
     job.results.mkdir(parents=True, exist_ok=True)
@@ -148,7 +151,14 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str,
     write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": commit,
                                                   "wall_seconds": round(seconds, 1), "threads": threads,
                                                   "device": _device(parallel), "resumed": resumed,
+                                                  "attempts": _attempts(job.run_dir),
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def _attempts(run_dir: Path) -> list[dict]:
+    path = run_dir / "attempts.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def uninterrupted_minutes(results: list[Path]) -> list[float]:

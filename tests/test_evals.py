@@ -201,6 +201,23 @@ def test_a_run_is_marked_resumed_only_when_an_earlier_attempt_did_work(tmp_path,
     assert json.loads((job.results / "done.json").read_text())["resumed"] is resumed
 
 
+def test_every_attempt_of_a_run_records_the_code_it_started_from(tmp_path, monkeypatch):
+    """A run that crashed on one commit and was resumed on another names both in its done.json."""
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    job = runner.Job("study", "task/gepa-s0", ["run", "cfg.yaml"])
+    outcomes = iter([1, 0])  # the first attempt fails, the second finishes
+    monkeypatch.setattr(runner.subprocess, "run", lambda argv, **kw: SimpleNamespace(returncode=next(outcomes)))
+    commits = iter(["aaa1111", "bbb2222"])
+    monkeypatch.setattr(runner, "_commit", lambda: next(commits))
+    assert not runner._run_one(job, threads=1, parallel=1)
+    assert not (job.results / "done.json").exists()
+    assert runner._run_one(job, threads=1, parallel=1)
+    done = json.loads((job.results / "done.json").read_text())
+    assert done["commit"] == "bbb2222"
+    assert [a["commit"] for a in done["attempts"]] == ["aaa1111", "bbb2222"]
+
+
 def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
