@@ -203,9 +203,16 @@ def write_report(study: str, analysis: dict, text: str, plot) -> None:
 
 
 def _commit() -> str:
-    """The code a job ran (`git describe`: the commit, `-dirty` when the tree had uncommitted changes)."""
-    out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
+    """The code a job ran: `git describe` of HEAD, `-dirty` when tracked files outside evals/results/ had
+    uncommitted changes (a finished run's harvest rewrites the reports there; that is not a change of code)."""
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+
+    name = git("describe", "--always").stdout.strip()
+    if not name:
+        return "unknown"
+    changed = git("diff", "--quiet", "HEAD", "--", ".", ":(exclude)evals/results").returncode != 0
+    return name + ("-dirty" if changed else "")
 
 
 def _device(parallel: int) -> str:

@@ -1,6 +1,7 @@
 """The experiment drivers' bookkeeping and arithmetic (evals/): skipping, harvesting, ratios, areas."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -216,6 +217,26 @@ def test_every_attempt_of_a_run_records_the_code_it_started_from(tmp_path, monke
     done = json.loads((job.results / "done.json").read_text())
     assert done["commit"] == "bbb2222"
     assert [a["commit"] for a in done["attempts"]] == ["aaa1111", "bbb2222"]
+
+
+def test_a_run_names_its_commit_dirty_only_for_changed_code(tmp_path, monkeypatch):
+    """Reports a finished run rewrote under evals/results/ do not make the next run's code `-dirty`."""
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    for name in ("fst_prompt/loop.py", "evals/results/report.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("one\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    monkeypatch.setattr(runner, "ROOT", tmp_path)
+    clean = runner._commit()
+    assert clean and not clean.endswith("-dirty")
+    (tmp_path / "evals/results/report.md").write_text("two\n")
+    assert runner._commit() == clean
+    (tmp_path / "fst_prompt/loop.py").write_text("two\n")
+    assert runner._commit() == clean + "-dirty"
 
 
 def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monkeypatch):
