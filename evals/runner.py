@@ -107,7 +107,7 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
     commit, t0 = _commit(), time.perf_counter()  # the code it starts with (edits made while it runs do not count)
-    with open(job.run_dir / "attempts.jsonl", "a") as attempts:  # every attempt's code, crashed ones included
+    with open(_attempts_file(job.run_dir), "a") as attempts:  # every attempt's code, crashed ones included
         attempts.write(json.dumps({"commit": commit, "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     with open(job.run_dir / "log.txt", "a") as log:
         rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -155,8 +155,13 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str,
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
+def _attempts_file(run_dir: Path) -> Path:
+    """Beside the run's folder, not in it: `fst run` starts only in a folder holding no files of its own."""
+    return run_dir.with_name(run_dir.name + ".attempts.jsonl")
+
+
 def _attempts(run_dir: Path) -> list[dict]:
-    path = run_dir / "attempts.jsonl"
+    path = _attempts_file(run_dir)
     lines = path.read_text().splitlines() if path.is_file() else []
     return [json.loads(line) for line in lines if line.strip()]
 

@@ -208,7 +208,15 @@ def test_every_attempt_of_a_run_records_the_code_it_started_from(tmp_path, monke
     monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
     job = runner.Job("study", "task/gepa-s0", ["run", "cfg.yaml"])
     outcomes = iter([1, 0])  # the first attempt fails, the second finishes
-    monkeypatch.setattr(runner.subprocess, "run", lambda argv, **kw: SimpleNamespace(returncode=next(outcomes)))
+
+    def fake_run(argv, **kw):  # the first attempt finds a folder `fst run` starts in (only files it allows)
+        from fst_prompt.loop import _FRESH_OK
+
+        assert "--resume" in argv or {p.name for p in job.run_dir.iterdir()} <= _FRESH_OK
+        (job.run_dir / "state.json").write_text("{}")
+        return SimpleNamespace(returncode=next(outcomes))
+
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
     commits = iter(["aaa1111", "bbb2222"])
     monkeypatch.setattr(runner, "_commit", lambda: next(commits))
     assert not runner._run_one(job, threads=1, parallel=1)
