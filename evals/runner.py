@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fst_prompt.plots import load_cycles  # noqa: F401 - the drivers read finished runs with it
+from fst_prompt.state import append_jsonl, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
@@ -107,8 +108,7 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
     commit, t0 = _commit(), time.perf_counter()  # the code it starts with (edits made while it runs do not count)
-    with open(_attempts_file(job.run_dir), "a") as attempts:  # every attempt's code, crashed ones included
-        attempts.write(json.dumps({"commit": commit, "started": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    append_jsonl(_attempts_file(job.run_dir), {"commit": commit, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     with open(job.run_dir / "log.txt", "a") as log:
         rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     seconds = time.perf_counter() - t0
@@ -148,22 +148,17 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str,
                 if (Path(last) / name).is_file():
                     shutil.copy2(Path(last) / name, final / name)
         shutil.rmtree(checkpoints)
+    attempts = _attempts_file(job.run_dir)  # every attempt's code, crashed ones included
     write_json_atomic(job.results / "done.json", {"argv": job.argv, "commit": commit,
                                                   "wall_seconds": round(seconds, 1), "threads": threads,
                                                   "device": _device(parallel), "resumed": resumed,
-                                                  "attempts": _attempts(job.run_dir),
+                                                  "attempts": read_jsonl(attempts) if attempts.is_file() else [],
                                                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
 
 
 def _attempts_file(run_dir: Path) -> Path:
     """Beside the run's folder, not in it: `fst run` starts only in a folder holding no files of its own."""
     return run_dir.with_name(run_dir.name + ".attempts.jsonl")
-
-
-def _attempts(run_dir: Path) -> list[dict]:
-    path = _attempts_file(run_dir)
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return [json.loads(line) for line in lines if line.strip()]
 
 
 def uninterrupted_minutes(results: list[Path]) -> list[float]:
