@@ -333,7 +333,7 @@ def markdown(a: dict) -> str:
             f"RL {r['final_kl_rl']:.3f} ± {r['final_kl_rl_stderr']:.3f} vs FST {r['final_kl_fst']:.3f} ± "
             f"{r['final_kl_fst_stderr']:.3f}" for r in kl["runs"]), ""]
         accepted = {m: ", ".join(f"s{s}: {c[-1]['accepted']}/{c[-1]['tried']}" for s, c in t["curves"][m].items())
-                    for m in ("fst", "gepa-then-rl", "gepa")}
+                    or "–" for m in ("fst", "gepa-then-rl", "gepa")}
         lines += ["GEPA proposals accepted / evaluated over the run, per seed: "
                   + "; ".join(f"{LABELS[m]} {text}" for m, text in accepted.items()), ""]
         signal = [f"| {LABELS[m]} s{g['seed']} | {g['zero_std']:.0%} | {g['steps_with_signal']}/{g['steps']} | "
