@@ -14,7 +14,8 @@ decoding) and with each FST run's learned instruction (the 2x2 table). Then writ
   mean over seeds with a min-max band and the constant-answer baseline, one panel row per task;
 - `kl_vs_accuracy.png`: KL(pi || pi_base) (with 1.96 standard errors) vs val accuracy;
 - `<study>.json` + `<study>.md`: final accuracy and the area under the accuracy curve per method; paired
-  per-seed differences against RL with seeded bootstrap 95% intervals; steps (rollouts, seconds) to reach
+  per-seed differences against RL, and of FST against its halves (GEPA->RL, GEPA-only), with seeded
+  bootstrap 95% intervals; steps (rollouts, seconds) to reach
   RL's smoothed peak; KL at matched accuracy (FST / RL); the 2x2 table; and the paper's claims next to ours
   (confirmed / refuted / undecided). `--report-only` redraws all of it from the stored runs, byte for byte.
 
@@ -207,6 +208,17 @@ def kl_at(points: list[dict], acc: float) -> float | None:
     return measured[0][1] if x <= measured[0][0] else measured[-1][1]
 
 
+def paired(one: dict, other: dict) -> dict:
+    """Per-seed differences one − other in final accuracy and in the area under the accuracy curve."""
+    seeds = [s for s in other if s in one]
+
+    def auc(c: list[dict]) -> float:
+        return mean_over_curve([p["step"] for p in c], [p["acc"] for p in c])
+
+    return {"seeds": seeds, "final": summary([one[s][-1]["acc"] - other[s][-1]["acc"] for s in seeds]),
+            "auc": summary([auc(one[s]) - auc(other[s]) for s in seeds])}
+
+
 def analyse(tasks: list[str], seeds: list[int]) -> dict:
     out: dict = {"tasks": {}, "seeds": seeds, "config": CONFIG}
     for task in tasks:
@@ -227,15 +239,12 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                                                                   for s in curves[m]]))
         t["signal"] = {m: [{"seed": seed, **sig} for seed in curves[m]
                            if (sig := rl_signal(RESULTS / STUDY / task / f"{m}-s{seed}"))] for m in MODES}
+        # FST against its halves: the same seeds, FST − method
+        t["fst_vs"] = {m: paired(curves["fst"], curves[m]) for m in ("gepa-then-rl", "gepa")}
         for m in ("fst", "gepa-then-rl"):
             seeds_both = [s for s in curves["rl"] if s in curves[m]]
             rl, other = curves["rl"], curves[m]
-            t["paired"][m] = {
-                "seeds": seeds_both,
-                "final": summary([other[s][-1]["acc"] - rl[s][-1]["acc"] for s in seeds_both]),
-                "auc": summary([mean_over_curve([p["step"] for p in other[s]], [p["acc"] for p in other[s]])
-                                - mean_over_curve([p["step"] for p in rl[s]], [p["acc"] for p in rl[s]])
-                                for s in seeds_both])}
+            t["paired"][m] = paired(other, rl)
             t["reach_rl_peak"][m] = {}
             for axis in ("step", "rollouts", "seconds"):
                 runs = [{"seed": s, **reach(rl[s], other[s], axis)} for s in seeds_both]
@@ -310,6 +319,10 @@ def markdown(a: dict) -> str:
         lines += ["", "Paired per seed, method − RL:", "", "| method | final accuracy | AUC | seeds |",
                   "|---|---|---|---|"]
         for m, p in t["paired"].items():
+            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {p['seeds']} |")
+        lines += ["", "FST against its halves, paired per seed, FST − method (GEPA-only's steps are its cycles' "
+                      "positions):", "", "| method | final accuracy | AUC | seeds |", "|---|---|---|---|"]
+        for m, p in t["fst_vs"].items():
             lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {p['seeds']} |")
         lines += ["", "Reaching RL's (smoothed) peak: ratio RL / method (> 1: the method is faster), runs that "
                       "reached it:", "", "| method | in RL steps | in policy rollouts | in wall time |",
