@@ -15,9 +15,9 @@ decoding) and with each FST run's learned instruction (the 2x2 table). Then writ
 - `kl_vs_accuracy.png`: KL(pi || pi_base) (with 1.96 standard errors) vs val accuracy;
 - `<study>.json` + `<study>.md`: final accuracy and the area under the accuracy curve per method; paired
   per-seed differences against RL, and of FST against its halves (GEPA->RL, GEPA-only), with seeded
-  bootstrap 95% intervals; steps (rollouts, seconds) to reach
-  RL's smoothed peak; KL at matched accuracy (FST / RL); the 2x2 table; and the paper's claims next to ours
-  (confirmed / refuted / undecided). `--report-only` redraws all of it from the stored runs, byte for byte.
+  bootstrap 95% intervals; steps (rollouts, seconds) to reach RL's smoothed peak; KL at matched accuracy
+  (FST / RL); the 2x2 table; and the paper's claims next to ours (confirmed / refuted / undecided).
+  `--report-only` redraws all of it from the stored runs, byte for byte.
 
 GEPA->RL spends the GEPA budget FST spreads over its cycles (cycles x gepa.max_metric_calls) in one round
 on the base weights, anchored on every problem its RL steps will use, then trains with the best instruction.
@@ -208,13 +208,14 @@ def kl_at(points: list[dict], acc: float) -> float | None:
     return measured[0][1] if x <= measured[0][0] else measured[-1][1]
 
 
+def auc(c: list[dict]) -> float:
+    """A run's mean accuracy over its RL steps (area under its accuracy curve / steps)."""
+    return mean_over_curve([p["step"] for p in c], [p["acc"] for p in c])
+
+
 def paired(one: dict, other: dict) -> dict:
     """Per-seed differences one − other in final accuracy and in the area under the accuracy curve."""
     seeds = [s for s in other if s in one]
-
-    def auc(c: list[dict]) -> float:
-        return mean_over_curve([p["step"] for p in c], [p["acc"] for p in c])
-
     return {"seeds": seeds, "final": summary([one[s][-1]["acc"] - other[s][-1]["acc"] for s in seeds]),
             "auc": summary([auc(one[s]) - auc(other[s]) for s in seeds])}
 
@@ -233,8 +234,7 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                    "paired": {}, "reach_rl_peak": {}, "kl": {}, "wall_minutes": {}}
         for m in MODES:
             t["final"][m] = summary([c[-1]["acc"] for c in curves[m].values()])
-            t["auc"][m] = summary([mean_over_curve([p["step"] for p in c], [p["acc"] for p in c])
-                                   for c in curves[m].values()])
+            t["auc"][m] = summary([auc(c) for c in curves[m].values()])
             t["wall_minutes"][m] = summary(uninterrupted_minutes([RESULTS / STUDY / task / f"{m}-s{s}"
                                                                   for s in curves[m]]))
         t["signal"] = {m: [{"seed": seed, **sig} for seed in curves[m]
