@@ -341,8 +341,9 @@ def markdown(a: dict) -> str:
         lines += ["", f"KL at matched accuracy, FST/RL: {fmt(kl['matched_ratio'], 2)}; final KL, FST − RL (nats, "
                       f"paired): {fmt(kl['final_diff'], 2)}", ""]
         lines += ["Per seed: " + "; ".join(
-            f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])}"
-            + (f" (FST/RL {r['ratio']:.2f})" if r["ratio"] is not None else "") + "; final KL "
+            (f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])} "
+             f"(FST/RL {r['ratio']:.2f})" if r["ratio"] is not None else
+             f"s{r['seed']}: no matched accuracy (RL never rose above its start, {r['acc']:.3f})") + "; final KL "
             f"RL {r['final_kl_rl']:.3f} ± {r['final_kl_rl_stderr']:.3f} vs FST {r['final_kl_fst']:.3f} ± "
             f"{r['final_kl_fst_stderr']:.3f}" for r in kl["runs"]), ""]
         accepted = {m: ", ".join(f"s{s}: {c[-1]['accepted']}/{c[-1]['tried']}" for s, c in t["curves"][m].items())

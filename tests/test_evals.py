@@ -171,7 +171,9 @@ def test_compare_says_when_rl_never_rose_above_its_start(tmp_path, monkeypatch):
     steps = a["paper"][0]
     assert steps["ours"] == {"n": 0}
     assert steps["reading"] == "undecided (n = 0 runs); in 3 of 3 seeds RL never rose above its start"
-    assert "s0: RL never rose above its start (0.200)" in compare.markdown(a)
+    text = compare.markdown(a)
+    assert "s0: RL never rose above its start (0.200)" in text
+    assert "s0: no matched accuracy (RL never rose above its start, 0.200); final KL RL" in text
     kl = a["paper"][1]  # matched at the start, where neither has drifted: no KL ratio either
     assert kl["ours"] == {"n": 0}
     assert kl["reading"] == "undecided (n = 0 runs); no ratio in the 3 seed(s) where RL never rose above its start"
