@@ -214,10 +214,12 @@ def auc(c: list[dict]) -> float:
 
 
 def paired(one: dict, other: dict) -> dict:
-    """Per-seed differences one − other in final accuracy and in the area under the accuracy curve."""
+    """Per-seed differences one − other in final accuracy, area under the accuracy curve and final KL."""
     seeds = [s for s in other if s in one]
     return {"seeds": seeds, "final": summary([one[s][-1]["acc"] - other[s][-1]["acc"] for s in seeds]),
-            "auc": summary([auc(one[s]) - auc(other[s]) for s in seeds])}
+            "auc": summary([auc(one[s]) - auc(other[s]) for s in seeds]),
+            "final_kl": summary([one[s][-1]["kl"] - other[s][-1]["kl"] for s in seeds
+                                 if one[s][-1]["kl"] is not None and other[s][-1]["kl"] is not None])}
 
 
 def analyse(tasks: list[str], seeds: list[int]) -> dict:
@@ -316,14 +318,16 @@ def markdown(a: dict) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {LABELS[m]} | {fmt(t['final'][m])} | {fmt(t['auc'][m])} | {fmt(t['wall_minutes'][m], 1)} |"
                   for m in MODES]
-        lines += ["", "Paired per seed, method − RL:", "", "| method | final accuracy | AUC | seeds |",
-                  "|---|---|---|---|"]
+        header = ["| method | final accuracy | AUC | final KL (nats) | seeds |", "|---|---|---|---|---|"]
+        lines += ["", "Paired per seed, method − RL:", "", *header]
         for m, p in t["paired"].items():
-            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {p['seeds']} |")
+            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {fmt(p['final_kl'], 2)} | "
+                         f"{p['seeds']} |")
         lines += ["", "FST against its halves, paired per seed, FST − method (GEPA-only's steps are its cycles' "
-                      "positions):", "", "| method | final accuracy | AUC | seeds |", "|---|---|---|---|"]
+                      "positions; its weights do not move, KL 0):", "", *header]
         for m, p in t["fst_vs"].items():
-            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {p['seeds']} |")
+            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {fmt(p['final_kl'], 2)} | "
+                         f"{p['seeds']} |")
         lines += ["", "Reaching RL's (smoothed) peak: ratio RL / method (> 1: the method is faster), runs that "
                       "reached it:", "", "| method | in RL steps | in policy rollouts | in wall time |",
                   "|---|---|---|---|"]

@@ -109,16 +109,17 @@ def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path, monke
 
 
 def test_fst_is_paired_against_its_halves_on_the_seeds_both_ran():
-    """FST − GEPA-only per seed, only where both ran: final accuracy and the area under the curve."""
-    def run(accs):
-        return [{"step": 2 * k, "acc": a} for k, a in enumerate(accs)]
+    """FST − GEPA-only per seed, only where both ran: final accuracy, the area under the curve, final KL."""
+    def run(accs, kl):
+        return [{"step": 2 * k, "acc": a, "kl": kl * k} for k, a in enumerate(accs)]
 
-    fst = {0: run([0.0, 0.9, 0.95]), 1: run([0.0, 0.8, 0.9]), 2: run([0.0, 0.5, 0.5])}
-    gepa = {0: run([0.0, 0.8, 0.8]), 1: run([0.0, 0.8, 0.7])}  # seed 2 not run yet
+    fst = {0: run([0.0, 0.9, 0.95], 2.0), 1: run([0.0, 0.8, 0.9], 1.0), 2: run([0.0, 0.5, 0.5], 1.0)}
+    gepa = {0: run([0.0, 0.8, 0.8], 0.0), 1: run([0.0, 0.8, 0.7], 0.5)}  # seed 2 not run yet
     p = compare.paired(fst, gepa)
     assert p["seeds"] == [0, 1] and p["final"]["n"] == 2
     assert p["final"]["mean"] == pytest.approx((0.15 + 0.2) / 2)
     assert p["auc"]["mean"] == pytest.approx(((0.6875 - 0.6) + (0.625 - 0.575)) / 2)  # trapezoids over steps 0-4
+    assert p["final_kl"]["mean"] == pytest.approx((4.0 + 1.0) / 2)  # KL 4 vs 0 and 2 vs 1 after 4 steps
     assert compare.paired(fst, {})["final"] == {"n": 0}
 
 
