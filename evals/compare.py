@@ -262,9 +262,9 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
                          "ratio": kl_fst / kl_rl if kl_rl else None, "final_kl_rl": rl[-1]["kl"],
                          "final_kl_rl_stderr": rl[-1]["kl_stderr"], "final_kl_fst": fst[-1]["kl"],
                          "final_kl_fst_stderr": fst[-1]["kl_stderr"]})
-        t["kl"] = {"runs": rows, "matched_ratio": summary([r["ratio"] for r in rows], geometric=True),
-                   # after the same steps: a paired difference, which a near-zero RL drift cannot blow up as a ratio
-                   "final_diff": summary([r["final_kl_fst"] - r["final_kl_rl"] for r in rows])}
+        # after the same steps, KL is compared as a paired difference (t["paired"]["fst"]["final_kl"]), which a
+        # near-zero RL drift cannot blow up as a ratio
+        t["kl"] = {"runs": rows, "matched_ratio": summary([r["ratio"] for r in rows], geometric=True)}
         learned = [eval_accuracy(RESULTS / STUDY / task / f"base-learned-s{s}") for s in curves["fst"]]
         t["two_by_two"] = {
             "base_seed": summary([base]),
@@ -343,7 +343,7 @@ def markdown(a: dict) -> str:
             for r in fst_runs)]
         kl = t["kl"]
         lines += ["", f"KL at matched accuracy, FST/RL: {fmt(kl['matched_ratio'], 2)}; final KL, FST − RL (nats, "
-                      f"paired): {fmt(kl['final_diff'], 2)}", ""]
+                      f"paired): {fmt(t['paired'].get('fst', {}).get('final_kl'), 2)}", ""]
         lines += ["Per seed: " + "; ".join(
             (f"s{r['seed']}: acc {r['acc']:.3f}, KL RL {_num(r['kl_rl'])} vs FST {_num(r['kl_fst'])} "
              f"(FST/RL {r['ratio']:.2f})" if r["ratio"] is not None else

@@ -94,7 +94,7 @@ def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path, monke
     assert t["paired"]["fst"]["final"]["mean"] == pytest.approx(0.1) and t["paired"]["fst"]["final"]["n"] == 3
     steps = t["reach_rl_peak"]["fst"]["step"]
     assert steps["reached"] == 3 and steps["ratio"]["mean"] > 1  # FST gets to RL's final level sooner
-    assert t["kl"]["final_diff"]["mean"] == pytest.approx(-2.0)  # final KL 2 vs 4 nats
+    assert t["paired"]["fst"]["final_kl"]["mean"] == pytest.approx(-2.0)  # final KL 2 vs 4 nats
     assert t["kl"]["matched_ratio"]["mean"] < 0.5  # at RL's accuracy FST has drifted less than half as far
     readings = {r["claim"]: r["reading"] for r in a["paper"]}
     assert set(readings.values()) == {"confirmed"}
