@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import fmt, reading, summary  # noqa: E402
+from report import fmt, reading, rl_signal, summary  # noqa: E402
 from runner import (  # noqa: E402
     RESULTS,
     ROOT,
@@ -150,20 +150,6 @@ def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None
         if after is not None:
             after["gepa_before"] = {"rollouts": r["policy_rollouts"], "seconds": r["seconds"]}
     return points
-
-
-def rl_signal(results: Path) -> dict | None:
-    """What the RL steps had to learn from (`steps.jsonl`, the last record of a step a resume repeated): the
-    share of groups whose rollouts all scored the same (a zero advantage: no policy gradient from them), the
-    steps with at least one group that did not, and the mean reward per rollout."""
-    path = results / "steps.jsonl"
-    steps = {(r["cycle"], r["step"]): r for r in read_jsonl(path) if "frac_reward_zero_std" in r} \
-        if path.is_file() else {}
-    if not steps:
-        return None
-    flat = [r["frac_reward_zero_std"] for r in steps.values()]
-    return {"zero_std": sum(flat) / len(flat), "steps_with_signal": sum(f < 1 for f in flat), "steps": len(flat),
-            "reward": sum(r["reward"] for r in steps.values()) / len(steps)}
 
 
 def smoothed(points: list[dict]) -> list[float]:

@@ -44,7 +44,8 @@ def analyse(seeds: list[int]) -> dict:
     runs = {m: {s: load_cycles(RESULTS / STUDY / f"{m}-s{s}") for s in seeds
                 if (RESULTS / STUDY / f"{m}-s{s}" / "done.json").is_file()} for m in MODES}
     stages = sorted({(c["stage"], c["task"]) for per in runs.values() for cs in per.values() for c in cs})
-    out: dict = {"seeds": seeds, "config": CONFIG, "stages": [t for _, t in stages], "per_stage": [],
+    out: dict = {"seeds": seeds, "seeds_run": {m: sorted(per) for m, per in runs.items()}, "config": CONFIG,
+                 "stages": [t for _, t in stages], "per_stage": [],
                  "forgetting": {}, "curves": {}}
     for stage, task in stages:
         # the paper's normalisation: the best peak of either method on this task within this stage (per seed)
@@ -96,7 +97,9 @@ def _num(x: float | None) -> str:
 
 
 def markdown(a: dict) -> str:
-    lines = [f"Seeds: {a['seeds']}. Means over seeds with a seeded 95% bootstrap interval of the mean (n = runs). "
+    run = "; ".join(f"{m.upper()} {seeds}" for m, seeds in a["seeds_run"].items())
+    lines = [f"Seeds asked for: {a['seeds']}; finished runs: {run}. Means over seeds with a seeded 95% bootstrap "
+             "interval of the mean (n = runs). "
              "Normalised = accuracy / the best accuracy either method reached on that task within the stage (same "
              "seed). Gain in stage = last minus first evaluation within the stage.", "",
              "| stage | task | constant answer | RL final | FST final | RL final (norm.) | FST final (norm.) | "

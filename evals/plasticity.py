@@ -14,7 +14,8 @@ RL's run.
 Writes to `evals/results/<study>/`: `plasticity.png` (task-B accuracy vs RL step per start, with the
 constant-answer baseline), `<study>.json` + `<study>.md` (accuracy at step 0, final accuracy and area under
 the curve — the mean accuracy over steps 0..M by the trapezoid rule — over seeds with bootstrap 95%
-intervals, and the paired per-seed difference of the FST-trained start against the RL-trained one).
+intervals, the paired per-seed difference of the FST-trained start against the RL-trained one, and what each
+run's RL steps had to learn from: the share of groups whose rollouts all scored the same).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import fmt, reading, summary  # noqa: E402
+from report import fmt, reading, rl_signal, summary  # noqa: E402
 from runner import RESULTS, ROOT, Job, driver_parser, final_weights, load_cycles, run_jobs, write_report  # noqa: E402
 
 from fst_prompt.stats import mean_over_curve  # noqa: E402
@@ -85,13 +86,17 @@ def _sha256(weights: Path) -> str:
     return digest.hexdigest()
 
 
-def curve(start: str, seed: int) -> list[dict] | None:
+def results_of(start: str, seed: int) -> tuple[Path, Path]:
+    """(the RL run's results, its step-0 evaluation's) for a start and seed."""
     if (RESULTS / STUDY / f"{start}-s{seed}" / "same_as.json").is_file():  # byte-identical starting weights
         start = "rl"
     if start == "base":
-        run, step0 = RESULTS / COMPARE / TASK_B / f"rl-s{seed}", RESULTS / COMPARE / TASK_B / "base"
-    else:
-        run, step0 = RESULTS / STUDY / f"{start}-s{seed}", RESULTS / STUDY / f"start-{start}-s{seed}"
+        return RESULTS / COMPARE / TASK_B / f"rl-s{seed}", RESULTS / COMPARE / TASK_B / "base"
+    return RESULTS / STUDY / f"{start}-s{seed}", RESULTS / STUDY / f"start-{start}-s{seed}"
+
+
+def curve(start: str, seed: int) -> list[dict] | None:
+    run, step0 = results_of(start, seed)
     if not (run / "done.json").is_file() or not (step0 / "eval.json").is_file():
         return None
     points = [{"step": 0, "acc": json.loads((step0 / "eval.json").read_text())["accuracy"]}]
@@ -111,6 +116,7 @@ def analyse(seeds: list[int]) -> dict:
     for start in STARTS:
         runs = curves[start]
         out["starts"][start] = {"curves": runs, "n": len(runs),
+                                "signal": {s: sig for s in runs if (sig := rl_signal(results_of(start, s)[0]))},
                                 "start_accuracy": summary([c[0]["acc"] for c in runs.values()]),
                                 "final_accuracy": summary([c[-1]["acc"] for c in runs.values()]),
                                 "auc": summary([auc(c) for c in runs.values()])}
@@ -138,6 +144,13 @@ def markdown(a: dict) -> str:
     lines += ["", "Per seed (accuracy at each evaluation from step 0): " + "; ".join(
         f"{start} s{s}: " + " ".join(f"{p['acc']:.3f}" for p in c)
         for start, r in a["starts"].items() for s, c in r["curves"].items())]
+    signal = [f"| {label(start)} s{s} | {g['zero_std']:.0%} | {g['steps_with_signal']}/{g['steps']} | "
+              f"{g['reward']:.3f} |" for start, r in a["starts"].items() for s, g in r["signal"].items()]
+    if signal:  # runs older than steps.jsonl have none
+        lines += ["", "What the RL steps had to learn from (steps.jsonl), per seed: groups whose rollouts all scored "
+                      "the same (no gradient from the advantage); steps with a group that did not; mean reward per "
+                      "rollout:", "", "| start | groups without signal | steps with signal | mean reward |",
+                  "|---|---|---|---|", *signal]
     if a["fst_same_as_rl"]:
         lines += ["", f"Seeds {a['fst_same_as_rl']}: GEPA accepted no proposal in that seed's FST run on "
                       f"{a['task_a']}, so its weights are byte-identical to RL's and its row repeats RL's run."]

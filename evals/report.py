@@ -1,11 +1,14 @@
 """What the study drivers share when they report: a quantity over runs with its interval, and its reading
-against a claim. A result is worth reporting only with its n and its spread."""
+against a claim, and what a run's RL steps had to learn from. A result is worth reporting only with its n and its
+spread."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from pathlib import Path
 
+from fst_prompt.state import read_jsonl
 from fst_prompt.stats import bootstrap_mean
 
 
@@ -50,3 +53,17 @@ def fmt(s: dict, digits: int = 3) -> str:
         return f"{s['mean']:.{digits}f} (n=1{kind})"
     lo, hi = s["ci"]
     return f"{s['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}] (n={s['n']}{kind})"
+
+
+def rl_signal(results: Path) -> dict | None:
+    """What the RL steps had to learn from (`steps.jsonl`, the last record of a step a resume repeated): the
+    share of groups whose rollouts all scored the same (a zero advantage: no policy gradient from them), the
+    steps with at least one group that did not, and the mean reward per rollout."""
+    path = results / "steps.jsonl"
+    steps = {(r["cycle"], r["step"]): r for r in read_jsonl(path) if "frac_reward_zero_std" in r} \
+        if path.is_file() else {}
+    if not steps:
+        return None
+    flat = [r["frac_reward_zero_std"] for r in steps.values()]
+    return {"zero_std": sum(flat) / len(flat), "steps_with_signal": sum(f < 1 for f in flat), "steps": len(flat),
+            "reward": sum(r["reward"] for r in steps.values()) / len(steps)}

@@ -305,7 +305,8 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
             (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [
                 [values[1], None], [0.1, values[3]]]}))
             (run / "done.json").write_text("{}")
-    a = continual.analyse([0, 1, 2])
+    a = continual.analyse([0, 1, 2, 3])  # seed 3 never ran
+    assert a["seeds_run"] == {"rl": [0, 1, 2], "fst": [0, 1, 2]}
     stage_a, stage_b = a["per_stage"]
     assert stage_a["rl"]["normalised_final"]["mean"] == pytest.approx(0.4 / 0.5)
     assert stage_a["fst"]["normalised_final"]["mean"] == 1 and stage_a["fst"]["normalised_final"]["n"] == 3
@@ -316,6 +317,7 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert a["paper"][0]["task"] == "b" and a["paper"][0]["reading"] == "confirmed"
     text = continual.markdown(a)
     assert "| 1 (b) | 0.100 | 0.300 |" in text and "| 1 | b | 0.250 |" in text
+    assert text.startswith("Seeds asked for: [0, 1, 2, 3]; finished runs: RL [0, 1, 2]; FST [0, 1, 2].")
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
 
 
@@ -393,7 +395,13 @@ def test_plasticity_pairs_the_trained_starts_per_seed(tmp_path, monkeypatch):
             (run / "metrics.jsonl").write_text("".join(json.dumps(
                 {"cycle": i, "rl_steps": 4 * (i + 1), "val_accuracy_best": a, "val_majority_baseline": 0.04}) + "\n"
                 for i, a in enumerate(accs[1:])))
+            if start == "rl":  # RL from the RL-trained start never saw a rewarded rollout; a resume repeated step 1
+                (run / "steps.jsonl").write_text("".join(json.dumps(
+                    {"cycle": 0, "step": k, "frac_reward_zero_std": 1.0, "reward": 0.0}) + "\n" for k in (1, 1, 2)))
     a = plasticity.analyse([0, 1, 2])
+    assert a["starts"]["rl"]["signal"][0] == {"zero_std": 1.0, "steps_with_signal": 0, "steps": 2, "reward": 0.0}
+    assert a["starts"]["fst"]["signal"] == {}
+    assert "| from RL on ticket_routing s2 | 100% | 0/2 | 0.000 |" in plasticity.markdown(a)
     assert a["starts"]["base"]["n"] == 0 and a["starts"]["fst"]["n"] == 3 and a["constant"] == 0.04
     assert a["fst_minus_rl"]["final"]["mean"] == pytest.approx(0.1)
     assert a["fst_minus_rl"]["auc"]["mean"] == pytest.approx((4 * 0.05 + 4 * 0.1) / 8)
