@@ -421,3 +421,21 @@ def test_reach_charges_a_gepa_round_before_the_gain_after_it():
     assert compare.reach_at(fst, acc, 0.1, "seconds") == pytest.approx(500 + 100 / 8)
     assert compare.reach_at(fst, acc, 0.1, "step") == pytest.approx(2 / 8)  # a round costs no RL steps
     assert compare.reach_at(rl, [0.0, 0.1], 0.1, "rollouts") == pytest.approx(192)
+
+
+@pytest.mark.parametrize("driver, study", [("compare", "v1"), ("compare", "v2"), ("continual", "v1"),
+                                           ("continual", "v2"), ("plasticity", "v1"), ("plasticity", "v2")])
+def test_the_stored_reports_are_what_the_stored_runs_give(driver, study, monkeypatch):
+    """`--report-only` redraws every committed table from the committed runs: a report left stale by an
+    analysis change, or results committed without their report, fails here."""
+    module = __import__(driver)
+    spec = module.STUDIES[study]  # the values of the driver's study globals, in this order (compare: + tasks)
+    names = ("STUDY", "COMPARE", "CONFIG", "TASK_A", "TASK_B") if driver == "plasticity" else ("STUDY", "CONFIG")
+    for name, value in zip(names, spec, strict=False):
+        monkeypatch.setattr(module, name, value)
+    stored = runner.RESULTS / spec[0]
+    if not (stored / f"{spec[0]}.md").is_file():
+        pytest.skip(f"no stored {spec[0]} report yet")
+    a = module.analyse(spec[2], [0, 1, 2]) if driver == "compare" else module.analyse([0, 1, 2])
+    assert module.markdown(a) == (stored / f"{spec[0]}.md").read_text()
+    assert json.loads(json.dumps(a, default=str)) == json.loads((stored / f"{spec[0]}.json").read_text())
