@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import fmt, reading, summary  # noqa: E402
-from runner import RESULTS, Job, driver_parser, load_cycles, run_jobs, write_report  # noqa: E402
+from runner import RESULTS, Job, driver_parser, load_cycles, report_seeds, run_jobs, write_report  # noqa: E402
 
 MODES = ("rl", "fst")
 LABELS = {"rl": "RL", "fst": "FST"}
@@ -184,7 +184,7 @@ def main() -> None:
     STUDY, CONFIG = STUDIES[args.study]
     if not args.report_only:
         run_jobs(jobs_for(args.seeds, args.modes), parallel=args.jobs)
-    a = analyse(sorted({0, 1, 2, *args.seeds}))  # running a few seeds does not shrink the report
+    a = analyse(report_seeds([0, 1, 2], args))
     write_report(STUDY, a, markdown(a), plot)
 
 

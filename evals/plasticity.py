@@ -26,7 +26,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import fmt, reading, rl_signal, summary  # noqa: E402
-from runner import RESULTS, ROOT, Job, driver_parser, final_weights, load_cycles, run_jobs, write_report  # noqa: E402
+from runner import (  # noqa: E402
+    RESULTS,
+    ROOT,
+    Job,
+    driver_parser,
+    final_weights,
+    load_cycles,
+    report_seeds,
+    run_jobs,
+    write_report,
+)
 
 from fst_prompt.stats import mean_over_curve  # noqa: E402
 
@@ -188,7 +198,7 @@ def main() -> None:
     if not args.report_only:
         evals, runs = jobs_for(args.seeds)
         run_jobs(evals + runs, parallel=args.jobs)
-    a = analyse(sorted({0, 1, 2, *args.seeds}))  # running a few seeds does not shrink the report
+    a = analyse(report_seeds([0, 1, 2], args))
     write_report(STUDY, a, markdown(a), plot)
 
 

@@ -186,7 +186,13 @@ def task_driver_parser(doc: str, tasks: tuple[str, ...], seeds: list[int]) -> ar
 
 def report_scope(tasks: tuple[str, ...], seeds: list[int], args: argparse.Namespace) -> tuple[list[str], list[int]]:
     """The tasks and seeds a driver's report covers: its defaults and any asked for (their finished runs only)."""
-    return list(dict.fromkeys([*tasks, *args.tasks])), sorted({*seeds, *args.seeds})
+    return list(dict.fromkeys([*tasks, *args.tasks])), report_seeds(seeds, args)
+
+
+def report_seeds(seeds: list[int], args: argparse.Namespace) -> list[int]:
+    """The seeds a driver's report covers: its defaults and any asked for, so that running a few seeds does not
+    shrink the report (a plain `--report-only` then redraws it as it was)."""
+    return sorted({*seeds, *args.seeds})
 
 
 def write_report(study: str, analysis: dict, text: str, plot) -> None:

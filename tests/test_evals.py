@@ -427,7 +427,8 @@ def test_reach_charges_a_gepa_round_before_the_gain_after_it():
                                            ("continual", "v2"), ("plasticity", "v1"), ("plasticity", "v2")])
 def test_the_stored_reports_are_what_the_stored_runs_give(driver, study, monkeypatch):
     """`--report-only` redraws every committed table from the committed runs: a report left stale by an
-    analysis change, or results committed without their report, fails here."""
+    analysis change, or results committed without their report, fails here. Only a study with no finished run
+    (so far continual v2) has no report to check."""
     module = __import__(driver)
     spec = module.STUDIES[study]  # the values of the driver's study globals, in this order (compare: + tasks)
     names = ("STUDY", "COMPARE", "CONFIG", "TASK_A", "TASK_B") if driver == "plasticity" else ("STUDY", "CONFIG")
@@ -435,7 +436,8 @@ def test_the_stored_reports_are_what_the_stored_runs_give(driver, study, monkeyp
         monkeypatch.setattr(module, name, value)
     stored = runner.RESULTS / spec[0]
     if not (stored / f"{spec[0]}.md").is_file():
-        pytest.skip(f"no stored {spec[0]} report yet")
+        assert not any(stored.glob("**/done.json")), f"{spec[0]} has finished runs but no report"
+        pytest.skip(f"{spec[0]}: no finished run and no report yet")
     a = module.analyse(spec[2], [0, 1, 2]) if driver == "compare" else module.analyse([0, 1, 2])
     assert module.markdown(a) == (stored / f"{spec[0]}.md").read_text()
     assert json.loads(json.dumps(a, default=str)) == json.loads((stored / f"{spec[0]}.json").read_text())
