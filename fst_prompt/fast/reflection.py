@@ -21,6 +21,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -37,9 +38,12 @@ from fst_prompt.fast.population import candidate_id
 from fst_prompt.fetch import assemble_gguf, weights_registry
 from fst_prompt.state import append_jsonl, read_jsonl
 
-_NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (or "
-              "`pip install -e '.[reflect]'`; a 6-8 minute compile the first time), or set reflection.base_url "
-              "to an OpenAI-compatible endpoint")
+_NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (a 4-8 minute "
+              "compile; a plain `pip install -e '.[reflect]'` builds it natively, which crashes on Xeons with AMX), "
+              "or set reflection.base_url to an OpenAI-compatible endpoint")
+_SEGFAULT_HINT = (" A segmentation fault at the first request is llama.cpp's AMX kernel on Intel Xeon CPUs with AMX "
+                  "(ggml-org/llama.cpp#20824): `make setup-reflect` builds llama-cpp-python without it; a copy built "
+                  "with -march=native (a plain `pip install`) has it, so rebuild it with `make clean setup-reflect`.")
 
 
 class ReflectionError(RuntimeError):
@@ -301,11 +305,13 @@ class LocalServer:
         if importlib.util.find_spec("llama_cpp") is None:
             raise RuntimeError(_NO_SERVER)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
-               "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads)]
-        self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_ready()
         return self
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "llama_cpp.server", "--model", str(self.gguf), "--host", "127.0.0.1",
+                "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads)]
 
     def __exit__(self, *exc: object) -> None:
         if self.process and self.process.poll() is None:
@@ -315,6 +321,23 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def exit_reason(self, wait_s: float = 5.0) -> str | None:
+        """Why the server process has gone (waiting up to `wait_s` for it to finish dying), or None if it runs."""
+        if self.process is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=wait_s)
+        code = self.process.returncode
+        if code is None:
+            return None
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            how = f"was killed by {name}"
+        else:
+            how = f"exited with status {code}"
+        hint = _SEGFAULT_HINT if code == -signal.SIGSEGV else ""
+        return f"the llama.cpp server {how}; its log: {self.log_path or '(not kept)'}.{hint}"
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -355,7 +378,11 @@ def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) ->
     log_path = (log_dir / "reflection_server.log") if log_dir else None
     with LocalServer(gguf, n_ctx=config.n_ctx, threads=config.threads, log_path=log_path) as server:
         lm = ReflectionLM(config, base_url=server.base_url, journal=journal)
-        lm.check()
+        try:
+            lm.check()
+        except ReflectionEndpointError as e:  # the server may have died answering it: say so, not "connection error"
+            reason = server.exit_reason()
+            raise ReflectionEndpointError(f"{e}: {reason}" if reason else str(e)) from None
         yield lm
 
 
