@@ -9,7 +9,9 @@ compare config (`loop.mode=rl`) from the RL- and from the FST-trained task-A wei
 from the base weights is the compare study's own task-B RL run of that seed (the same config and seed).
 Step 0 is `fst eval` of each starting point on task B with the seed instruction. Where an FST run accepted
 no proposal, it trained exactly as RL did (byte-identical weights, checked by sha256), and its start reuses
-RL's run.
+RL's run. The final weights live only in the `runs/` of the machine that trained them (the results keep
+none): where a task-A run finished elsewhere, this study repeats it (`retrain-<start>-s<seed>`, the same
+command) before starting from it, and the report sets that repeat's accuracy beside the original's.
 
 Writes to `evals/results/<study>/`: `plasticity.png` (task-B accuracy vs RL step per start, with the
 constant-answer baseline), `<study>.json` + `<study>.md` (accuracy at step 0, final accuracy and area under
@@ -21,6 +23,7 @@ run's RL steps had to learn from: the share of groups whose rollouts all scored 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -53,7 +56,30 @@ def label(start: str) -> str:
 
 
 def start_weights(start: str, seed: int) -> Path:
-    return final_weights(COMPARE, f"{TASK_A}/{start}-s{seed}")
+    """Task A's final weights: the compare run's, or this study's re-run of it where that run finished on another
+    machine (its results are kept in evals/results, its weights only in that machine's runs/)."""
+    rerun = final_weights(STUDY, f"retrain-{start}-s{seed}")
+    return rerun if (rerun / "model.safetensors").is_file() else final_weights(COMPARE, f"{TASK_A}/{start}-s{seed}")
+
+
+def retrain_jobs(seeds: list[int]) -> list[Job]:
+    """Task-A runs to repeat for their weights: finished in the compare study, but their weights are not on this
+    machine and the plasticity run that starts from them has not finished. Each repeats the compare run's own
+    command (its `done.json`) as `retrain-<start>-s<seed>`; the report sets its accuracy beside the original's."""
+    jobs = []
+    for seed in seeds:
+        for start in ("rl", "fst"):
+            original = RESULTS / COMPARE / TASK_A / f"{start}-s{seed}" / "done.json"
+            if (not original.is_file() or (start_weights(start, seed) / "model.safetensors").is_file()
+                    or Job(STUDY, f"{start}-s{seed}", []).done):
+                continue
+            job = Job(STUDY, f"retrain-{start}-s{seed}", json.loads(original.read_text())["argv"])
+            if job.done:  # re-run on another machine before: its weights went with it, so run it again
+                shutil.rmtree(job.results)
+            print(f"{start}-s{seed}: {COMPARE}/{TASK_A}/{start}-s{seed} finished elsewhere and its weights are not "
+                  f"here: repeating it as {STUDY}/{job.name}", flush=True)
+            jobs.append(job)
+    return jobs
 
 
 def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
@@ -64,11 +90,16 @@ def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
     evals, runs = [], []
     for seed in seeds:
         for start in ("rl", "fst"):
+            if Job(STUDY, f"{start}-s{seed}", []).done and Job(STUDY, f"start-{start}-s{seed}", []).done:
+                continue  # finished: its starting weights are no longer needed
             weights = start_weights(start, seed)
             if not (weights / "model.safetensors").is_file():
-                print(f"skipping {start}-s{seed}: no final weights at {weights} (run evals/compare.py first)")
+                print(f"skipping {start}-s{seed}: {COMPARE}/{TASK_A}/{start}-s{seed} has not finished "
+                      f"(python evals/compare.py --tasks {TASK_A} --seeds {seed} --modes {start})")
                 continue
-            if start == "fst" and _sha256(weights) == _sha256(start_weights("rl", seed)):
+            rl_weights = start_weights("rl", seed)
+            if (start == "fst" and (rl_weights / "model.safetensors").is_file()
+                    and _sha256(weights) == _sha256(rl_weights)):
                 # GEPA accepted nothing in that FST run, so it trained exactly as RL did: reuse RL's start
                 marker = RESULTS / STUDY / f"fst-s{seed}" / "same_as.json"
                 marker.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +168,13 @@ def analyse(seeds: list[int]) -> dict:
     out["fst_minus_rl"]["reading"] = reading(out["fst_minus_rl"]["auc"], better="above", null=0.0)
     constants = [p["constant"] for per in curves.values() for c in per.values() for p in c[1:] if p.get("constant")]
     out["constant"] = constants[-1] if constants else None
+    out["retrained"] = {}  # task-A runs repeated for their weights: final accuracy here and in the compare study
+    for run in sorted((RESULTS / STUDY).glob("retrain-*")):
+        if (run / "done.json").is_file():
+            name = run.name.removeprefix("retrain-")
+            final = {where: load_cycles(r)[-1]["val_accuracy_best"]
+                     for where, r in (("here", run), ("original", RESULTS / COMPARE / TASK_A / name))}
+            out["retrained"][name] = final
     return out
 
 
@@ -161,6 +199,11 @@ def markdown(a: dict) -> str:
                       "the same (no gradient from the advantage); steps with a group that did not; mean reward per "
                       "rollout:", "", "| start | groups without signal | steps with signal | mean reward |",
                   "|---|---|---|---|", *signal]
+    if a["retrained"]:
+        lines += ["", "Starting weights trained again for this study (the compare run's stayed on the machine that "
+                      f"ran it), final val accuracy on {a['task_a']} here vs in the compare run: " + "; ".join(
+                          f"{name} {r['here']:.3f} vs {r['original']:.3f}" for name, r in a["retrained"].items())
+                  + ". The base row and the pairing use the compare runs."]
     if a["fst_same_as_rl"]:
         lines += ["", f"Seeds {a['fst_same_as_rl']}: GEPA accepted no proposal in that seed's FST run on "
                       f"{a['task_a']}, so its weights are byte-identical to RL's and its row repeats RL's run."]
@@ -196,6 +239,7 @@ def main() -> None:
     args = ap.parse_args()
     STUDY, COMPARE, CONFIG, TASK_A, TASK_B = STUDIES[args.study]
     if not args.report_only:
+        run_jobs(retrain_jobs(args.seeds), parallel=args.jobs)
         evals, runs = jobs_for(args.seeds)
         run_jobs(evals + runs, parallel=args.jobs)
     a = analyse(report_seeds([0, 1, 2], args))

@@ -408,6 +408,40 @@ def test_plasticity_pairs_the_trained_starts_per_seed(tmp_path, monkeypatch):
     assert a["fst_minus_rl"]["reading"] == "confirmed" and "confirmed" in plasticity.markdown(a)
 
 
+def test_plasticity_repeats_a_task_a_run_whose_weights_stayed_on_another_machine(tmp_path, monkeypatch):
+    """The results keep no weights: a compare run finished elsewhere is run again (its own command) before a
+    plasticity run starts from it, and the report sets the repeat's accuracy beside the original's."""
+    for module in (runner, plasticity):
+        monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    compare_dir = tmp_path / "results" / plasticity.COMPARE / plasticity.TASK_A
+    study = tmp_path / "results" / plasticity.STUDY
+
+    def finished(folder: Path, argv: list[str], acc: float) -> None:
+        folder.mkdir(parents=True)
+        (folder / "done.json").write_text(json.dumps({"argv": argv}))
+        (folder / "metrics.jsonl").write_text(json.dumps({"cycle": 0, "rl_steps": 24, "val_accuracy_best": acc}))
+
+    for start in ("rl", "fst"):
+        finished(compare_dir / f"{start}-s1", ["run", "c.yaml", "--set", f"loop.mode={start}", "--set", "seed=1"], 0.5)
+    finished(study / "retrain-fst-s1", ["run", "stale"], 0.25)  # repeated on a machine since lost: no weights here
+    jobs = plasticity.retrain_jobs([1, 2])  # seed 2 has no compare run: nothing to repeat
+    assert [(j.name, j.argv[-3:]) for j in jobs] == [("retrain-rl-s1", ["loop.mode=rl", "--set", "seed=1"]),
+                                                     ("retrain-fst-s1", ["loop.mode=fst", "--set", "seed=1"])]
+    assert not (study / "retrain-fst-s1").exists()  # its stale results go, so the runner runs it again
+    weights = tmp_path / "runs" / plasticity.STUDY / "retrain-rl-s1" / "final"
+    weights.mkdir(parents=True)
+    (weights / "model.safetensors").write_bytes(b"w")
+    assert plasticity.start_weights("rl", 1) == weights
+    finished(study / "fst-s1", ["run"], 0.0)  # the plasticity run from FST's start is done already
+    finished(study / "start-fst-s1", ["eval"], 0.0)
+    assert plasticity.retrain_jobs([1]) == []
+    finished(study / "retrain-rl-s1", ["run"], 0.375)
+    a = plasticity.analyse([0, 1, 2])
+    assert a["retrained"] == {"rl-s1": {"here": 0.375, "original": 0.5}}
+    assert "rl-s1 0.375 vs 0.500" in plasticity.markdown(a)
+
+
 def test_reach_charges_a_gepa_round_before_the_gain_after_it():
     """FST's first evaluation (step 2) comes after its round's 600 rollouts: RL's peak is reached at >= 600
     rollouts, not at a point interpolated from 0 (the round ran before RL step 1)."""
