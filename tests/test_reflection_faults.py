@@ -85,3 +85,53 @@ def test_a_local_server_that_dies_at_the_first_request_is_named_with_its_signal(
     message = str(e.value)
     assert "failed the start-up check" in message and "the llama.cpp server was killed by SIGSEGV" in message
     assert str(tmp_path / "reflection_server.log") in message and "make clean setup-reflect" in message
+
+
+_ONCE_CRASHING_SERVER = """
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+posts = Path(sys.argv[2])  # requests answered so far, over every process started with this file
+
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"object": "list", "data": []}')
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        n = int(posts.read_text()) + 1 if posts.exists() else 1
+        posts.write_text(str(n))
+        if n == 2:  # the start-up check is answered; the first real request kills the server
+            os.kill(os.getpid(), signal.SIGSEGV)
+        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": f"answer {n}"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+def test_a_local_server_that_dies_mid_run_is_started_again_and_asked_again(tmp_path, monkeypatch, capsys):
+    from fst_prompt.config import ReflectionConfig
+    from fst_prompt.fast import reflection
+
+    class OnceCrashingServer(reflection.LocalServer):
+        def command(self) -> list[str]:
+            return [sys.executable, "-c", _ONCE_CRASHING_SERVER, str(self.port), str(tmp_path / "posts")]
+
+    monkeypatch.setattr(reflection, "LocalServer", OnceCrashingServer)
+    monkeypatch.setattr(reflection, "assemble_gguf", lambda model: tmp_path / "model.gguf")
+    with reflection.open_reflection_lm(ReflectionConfig(retries=1, timeout_s=20), tmp_path) as lm:
+        first_url = lm.base_url
+        assert lm("a prompt") == "answer 3"  # request 2 killed the server; request 3 went to the new one
+        assert lm.base_url != first_url and lm.stats.retried == 1 and lm.stats.failures == 0
+        assert lm("another prompt") == "answer 4"
+    assert "the llama.cpp server was killed by SIGSEGV" in capsys.readouterr().err

@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,18 @@ class ReflectionLM:
         self.journal = journal  # JSONL of request hash -> answer: a re-run round replays instead of calling
         self._answers = {r["key"]: r for r in read_jsonl(journal)} if journal and journal.is_file() else {}
         self._key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
-        if client is None:
-            import httpx
-            from openai import OpenAI
+        self.client = client if client is not None else self._connect(self.base_url)
+        # For a local server: start it again if it has died, and say where it now listens (None: it had not died)
+        self.revive: Callable[[], str | None] | None = None
 
-            hooks = {"response": [self._count_retried]}
-            client = OpenAI(base_url=self.base_url, api_key=self._key or "unused", timeout=config.timeout_s,
-                            max_retries=config.retries, http_client=httpx.Client(event_hooks=hooks))
-        self.client = client
+    def _connect(self, base_url: str | None) -> Any:
+        import httpx
+        from openai import OpenAI
+
+        self.base_url = base_url
+        hooks = {"response": [self._count_retried]}
+        return OpenAI(base_url=base_url, api_key=self._key or "unused", timeout=self.config.timeout_s,
+                      max_retries=self.config.retries, http_client=httpx.Client(event_hooks=hooks))
 
     def _count_retried(self, response: Any) -> None:
         if response.status_code in (408, 409, 429) or response.status_code >= 500:
@@ -158,8 +162,11 @@ class ReflectionLM:
                 last = e
                 break  # the client has retried what retrying can fix
             except openai.OpenAIError as e:  # connection errors, time-outs, malformed responses: retried already
-                self.stats.failures += 1
                 last = e
+                if isinstance(e, openai.APIConnectionError) and self.revive and (url := self.revive()):
+                    self.client, self.stats.retried = self._connect(url), self.stats.retried + 1
+                    continue  # the local server had died and runs again: ask it again
+                self.stats.failures += 1
                 break
             except Exception as e:  # noqa: BLE001 - a non-OpenAI client's errors: retried here
                 self.stats.failures += 1
@@ -296,6 +303,7 @@ class LocalServer:
         self.log_path, self.start_timeout_s = log_path, start_timeout_s
         self.port = _free_port()
         self.process: subprocess.Popen | None = None
+        self.restarts = 0
 
     @property
     def base_url(self) -> str:
@@ -338,6 +346,18 @@ class LocalServer:
             how = f"exited with status {code}"
         hint = _SEGFAULT_HINT if code == -signal.SIGSEGV else ""
         return f"the llama.cpp server {how}; its log: {self.log_path or '(not kept)'}.{hint}"
+
+    def revive(self, most: int = 3) -> str | None:
+        """Start the server again if it has died, on a new port, and return its URL; None if it runs (or has died
+        `most` times already: then the calls fail and are counted, and the run goes on without proposals)."""
+        reason = self.exit_reason(wait_s=1.0)
+        if reason is None or self.restarts >= most:
+            return None
+        self.restarts += 1
+        print(f"warning: {reason} Starting it again ({self.restarts} of at most {most}).", file=sys.stderr, flush=True)
+        self.port = _free_port()
+        self.__enter__()
+        return self.base_url
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout_s
@@ -383,6 +403,7 @@ def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) ->
         except ReflectionEndpointError as e:  # the server may have died answering it: say so, not "connection error"
             reason = server.exit_reason()
             raise ReflectionEndpointError(f"{e}: {reason}" if reason else str(e)) from None
+        lm.revive = server.revive
         yield lm
 
 
