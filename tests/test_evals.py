@@ -36,6 +36,19 @@ def test_kl_at_matched_accuracy_reads_the_smoothed_curve_between_evaluations():
     assert compare.reach(never, fast, "step")["ratio"] is None  # RL's peak is its start: no ratio
 
 
+def test_a_rise_inside_the_starts_interval_is_no_peak_to_reach():
+    """ticket_routing seed 1: RL from 0.016 to a smoothed 0.018 at n = 128 (Wilson upper end 0.055) gave FST a
+    "108x" steps ratio for matching what the base weights already scored; at n = 128 that rise is no peak."""
+    rl = pts((0, 0.016, 0), (6, 0.023, 0.4), (12, 0.016, 1.4), (18, 0.016, 1.6), (24, 0.023, 1.5))
+    fst = pts((0, 0.016, 0), (6, 0.234, 0.4), (12, 0.273, 0.9), (18, 0.305, 1.5), (24, 0.266, 2.0))
+    r = compare.reach(rl, fst, "step", n=128)
+    assert not r["rose"] and r["ratio"] is None and r["start_ceiling"] == pytest.approx(0.055, abs=1e-3)
+    assert compare.reach(rl, fst, "step")["ratio"] > 1  # without n: any rise above the start counts
+    climbed = pts((0, 0.016, 0), (6, 0.1, 0.4), (12, 0.2, 1.4))  # smoothed peak 0.15, clear of 0.055
+    assert compare.reach(climbed, fst, "step", n=128)["rose"]
+    assert compare.reach(climbed, fst, "step", n=8)["ratio"] is None  # at n = 8 the start's interval reaches 0.32
+
+
 def test_readings_need_three_runs_and_an_interval_clear_of_no_effect():
     assert report.reading({"n": 2, "ci": [2.0, 3.0]}, better="above", null=1.0).startswith("undecided (n = 2")
     assert report.reading({"n": 3, "ci": [1.2, 3.0]}, better="above", null=1.0) == "confirmed"
@@ -171,13 +184,14 @@ def test_compare_says_when_rl_never_rose_above_its_start(tmp_path, monkeypatch):
     a = compare.analyse(["t"], [0, 1, 2])
     steps = a["paper"][0]
     assert steps["ours"] == {"n": 0}
-    assert steps["reading"] == "undecided (n = 0 runs); in 3 of 3 seeds RL never rose above its start"
+    assert steps["reading"] == "undecided (n = 0 runs); in 3 of 3 seeds RL never rose clear of its start"
     text = compare.markdown(a)
     assert "s0: RL never rose above its start (0.200)" in text
-    assert "s0: no matched accuracy (RL never rose above its start, 0.200); final KL RL" in text
+    assert "s0: no matched accuracy (RL never rose clear of its start; both reach 0.200); final KL RL" in text
     kl = a["paper"][1]  # matched at the start, where neither has drifted: no KL ratio either
     assert kl["ours"] == {"n": 0}
-    assert kl["reading"] == "undecided (n = 0 runs); no ratio in the 3 seed(s) where RL never rose above its start"
+    assert kl["reading"] == \
+        "undecided (n = 0 runs); no ratio in the 3 seed(s) where RL never rose clear of its start"
 
 
 def test_area_under_curve_is_the_mean_accuracy_over_steps():
