@@ -60,12 +60,13 @@ def analyse(seeds: list[int]) -> dict:
                 row["constant"] = next((c["val_majority_baseline"] for c in mine if "val_majority_baseline" in c),
                                        row["constant"])
                 acc = [c["val_accuracy_best"] for c in mine]
-                if not acc or peak == 0:
+                if not acc:
                     continue
-                norm_final.append(acc[-1] / peak)
-                norm_mean.append(statistics.fmean(acc) / peak)
                 raw_final.append(acc[-1])
-                gains[m][s] = acc[-1] - acc[0]
+                gains[m][s] = acc[-1] - acc[0]  # a stall (0 → 0) counts: it is what the paper's claim is about
+                if peak > 0:  # normalised only where either method of this seed scored on the task
+                    norm_final.append(acc[-1] / peak)
+                    norm_mean.append(statistics.fmean(acc) / peak)
             row[m] = {"normalised_final": summary(norm_final), "normalised_mean": summary(norm_mean),
                       "final_accuracy": summary(raw_final), "gain_within_stage": summary(list(gains[m].values()))}
         row["gain_fst_minus_rl"] = summary([gains["fst"][s] - gains["rl"][s] for s in gains["rl"] if s in gains["fst"]])

@@ -335,6 +335,29 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
 
 
+def test_continual_counts_a_stage_where_neither_method_scored(tmp_path, monkeypatch):
+    """Both methods at 0 on a task: no normalised value (0/0), but the final accuracy and the zero gain count."""
+    import continual
+
+    monkeypatch.setattr(continual, "RESULTS", tmp_path)
+    for seed, (rl_b, fst_b) in enumerate([([0.0, 0.0], [0.0, 0.0]), ([0.0, 0.0], [0.0, 0.25])]):
+        for mode, values in {"rl": [0.5, 0.5, *rl_b], "fst": [0.5, 0.5, *fst_b]}.items():
+            run = tmp_path / continual.STUDY / f"{mode}-s{seed}"
+            run.mkdir(parents=True)
+            records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
+                        "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0} for i, v in enumerate(values)]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+            (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [
+                [0.5, None], [0.5, values[3]]]}))
+            (run / "done.json").write_text("{}")
+    stage_b = continual.analyse([0, 1])["per_stage"][1]
+    assert stage_b["rl"]["final_accuracy"]["n"] == 2 and stage_b["rl"]["final_accuracy"]["mean"] == 0
+    assert stage_b["rl"]["gain_within_stage"]["n"] == 2
+    assert stage_b["rl"]["normalised_final"]["n"] == 1  # seed 0 has no peak to normalise by
+    assert stage_b["gain_fst_minus_rl"]["n"] == 2
+    assert stage_b["gain_fst_minus_rl"]["mean"] == pytest.approx(0.125)
+
+
 def test_pipeline_bench_times_rl_steps_within_a_cycle_only():
     steps = [{"cycle": 0, "step": 1, "time": 10.0, "loss": 0.1}, {"cycle": 0, "step": 2, "time": 13.0, "loss": 0.1},
              {"cycle": 0, "step": 2, "time": 13.5, "train_runtime": 9.0},  # the end-of-slice summary
