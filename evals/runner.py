@@ -9,7 +9,9 @@ of a run are kept (for later studies that start from them); intermediate checkpo
 deleted.
 
 Generation on this 2-core machine is bound by per-token overhead, not arithmetic: one process with one
-thread is as fast as with two, so two jobs run side by side, each on one thread (`--jobs 2`).
+thread is as fast as with two, so small runs (v1, SmolLM2-135M) can go two side by side, each on one thread
+(`--jobs 2`). A v2 run (Qwen2.5-Coder-0.5B in fp32: policy, reference, gradients and Adam state) holds ~12 GB,
+so two do not fit in 24 GiB: the default is one at a time, and a run the kernel kills says why it likely died.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -84,7 +87,7 @@ def final_weights(study: str, name: str) -> Path:
     return RUNS / study / name / "final"
 
 
-def run_jobs(jobs: list[Job], *, parallel: int = 2) -> None:
+def run_jobs(jobs: list[Job], *, parallel: int = 1) -> None:
     """Run the jobs not yet done, `parallel` at a time (each with 1/parallel of the cores)."""
     todo = [j for j in jobs if not j.done]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} jobs already done; running {len(todo)}, {parallel} at a time",
@@ -114,6 +117,9 @@ def _run_one(job: Job, threads: int, parallel: int) -> bool:
     seconds = time.perf_counter() - t0
     print(f"[{time.strftime('%H:%M:%S')}] {'done' if rc == 0 else f'FAILED (exit {rc})'} {job.study}/{job.name} "
           f"in {seconds / 60:.1f} min", flush=True)
+    if rc == -signal.SIGKILL:
+        print(f"  killed by SIGKILL, most often the out-of-memory killer: run fewer jobs side by side (--jobs "
+              f"{max(1, parallel - 1)}); the next call resumes it from its last checkpoint", flush=True)
     if rc != 0:
         return False
     _harvest(job, seconds, threads, parallel, commit, resumed=resumed)
@@ -172,7 +178,8 @@ def driver_parser(doc: str, seeds: list[int]) -> argparse.ArgumentParser:
     """The options every study driver shares."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--seeds", nargs="*", type=int, default=seeds)
-    ap.add_argument("--jobs", type=int, default=2, help="runs side by side (each gets cores/jobs threads)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs side by side, each with cores/jobs threads (a v2 run needs ~12 GB of memory)")
     ap.add_argument("--report-only", action="store_true", help="only analyse the runs already finished")
     return ap
 

@@ -233,6 +233,18 @@ def test_a_run_is_marked_resumed_only_when_an_earlier_attempt_did_work(tmp_path,
     assert json.loads((job.results / "done.json").read_text())["resumed"] is resumed
 
 
+def test_a_run_killed_by_the_kernel_fails_and_says_memory_is_the_likely_cause(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
+    job = runner.Job("study", "task/rl-s0", ["run", "cfg.yaml"])
+    monkeypatch.setattr(runner.subprocess, "run", lambda argv, **kw: SimpleNamespace(returncode=-9))
+    monkeypatch.setattr(runner, "_commit", lambda: "aaa1111")
+    assert not runner._run_one(job, threads=1, parallel=2)
+    out = capsys.readouterr().out
+    assert "FAILED (exit -9)" in out and "out-of-memory" in out and "--jobs 1" in out
+    assert not (job.results / "done.json").exists()
+
+
 def test_every_attempt_of_a_run_records_the_code_it_started_from(tmp_path, monkeypatch):
     """A run that crashed on one commit and was resumed on another names both in its done.json."""
     monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
