@@ -241,7 +241,7 @@ def test_a_run_killed_by_the_kernel_fails_and_says_memory_is_the_likely_cause(tm
     monkeypatch.setattr(runner, "_commit", lambda: "aaa1111")
     assert not runner._run_one(job, threads=1, parallel=2)
     out = capsys.readouterr().out
-    assert "FAILED (exit -9)" in out and "out-of-memory" in out and "--jobs 1" in out
+    assert "FAILED (exit -9)" in out and "out-of-memory" in out and "--jobs 1" in out  # 2 side by side → 1
     assert not (job.results / "done.json").exists()
 
 
@@ -315,6 +315,17 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
     runner.run_jobs([job], parallel=1)
 
 
+def _continual_run(run: Path, values: list[float], forgetting: list, constants: list[float] | None = None) -> None:
+    """A finished two-stage continual run (tasks a, b; two cycles each) with these val accuracies."""
+    run.mkdir(parents=True)
+    records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
+                "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0}
+               | ({"val_majority_baseline": constants[i // 2]} if constants else {}) for i, v in enumerate(values)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": forgetting}))
+    (run / "done.json").write_text("{}")
+
+
 def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_path, monkeypatch):
     import continual
 
@@ -322,15 +333,8 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     accs = {"rl": [0.2, 0.4, 0.1, 0.1], "fst": [0.3, 0.5, 0.2, 0.3]}  # stage b: RL gains 0, FST 0.1
     for seed in range(3):
         for mode, values in accs.items():
-            run = tmp_path / continual.STUDY / f"{mode}-s{seed}"
-            run.mkdir(parents=True)
-            records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
-                        "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0,
-                        "val_majority_baseline": [0.05, 0.25][i // 2]} for i, v in enumerate(values)]
-            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-            (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [
-                [values[1], None], [0.1, values[3]]]}))
-            (run / "done.json").write_text("{}")
+            _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values,
+                           [[values[1], None], [0.1, values[3]]], constants=[0.05, 0.25])
     a = continual.analyse([0, 1, 2, 3])  # seed 3 never ran
     assert a["seeds_run"] == {"rl": [0, 1, 2], "fst": [0, 1, 2]}
     stage_a, stage_b = a["per_stage"]
@@ -354,14 +358,7 @@ def test_continual_counts_a_stage_where_neither_method_scored(tmp_path, monkeypa
     monkeypatch.setattr(continual, "RESULTS", tmp_path)
     for seed, (rl_b, fst_b) in enumerate([([0.0, 0.0], [0.0, 0.0]), ([0.0, 0.0], [0.0, 0.25])]):
         for mode, values in {"rl": [0.5, 0.5, *rl_b], "fst": [0.5, 0.5, *fst_b]}.items():
-            run = tmp_path / continual.STUDY / f"{mode}-s{seed}"
-            run.mkdir(parents=True)
-            records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
-                        "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0} for i, v in enumerate(values)]
-            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-            (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": [
-                [0.5, None], [0.5, values[3]]]}))
-            (run / "done.json").write_text("{}")
+            _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values, [[0.5, None], [0.5, values[3]]])
     stage_b = continual.analyse([0, 1])["per_stage"][1]
     assert stage_b["rl"]["final_accuracy"]["n"] == 2 and stage_b["rl"]["final_accuracy"]["mean"] == 0
     assert stage_b["rl"]["gain_within_stage"]["n"] == 2
