@@ -2,7 +2,12 @@
 transient faults are retried by the OpenAI client and counted, and a run on a 30%-fault endpoint completes."""
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -135,3 +140,48 @@ def test_a_local_server_that_dies_mid_run_is_started_again_and_asked_again(tmp_p
         assert lm.base_url != first_url and lm.stats.retried == 1 and lm.stats.failures == 0
         assert lm("another prompt") == "answer 4"
     assert "the llama.cpp server was killed by SIGSEGV" in capsys.readouterr().err
+
+
+_RUN_HOLDING_A_SERVER = """
+import sys, time
+from pathlib import Path
+from fst_prompt.fast import reflection
+
+class Server(reflection.LocalServer):
+    def command(self):
+        return [sys.executable, "-c", sys.argv[2], str(self.port), sys.argv[3]]
+
+with Server(Path("model.gguf"), start_timeout_s=60) as server:
+    Path(sys.argv[1]).write_text(str(server.process.pid))
+    time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_local_server_ends_when_its_run_is_killed(tmp_path):
+    """A SIGKILLed run (the OOM killer) runs no `with` block; its llama.cpp server must not outlive it."""
+    pid_file = tmp_path / "server.pid"
+    run = subprocess.Popen([sys.executable, "-c", _RUN_HOLDING_A_SERVER, str(pid_file), _ONCE_CRASHING_SERVER,
+                            str(tmp_path / "posts")])
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    server = int(pid_file.read_text())
+    assert _alive(server)
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    deadline = time.monotonic() + 10
+    while _alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = _alive(server)
+    if alive:
+        os.kill(server, signal.SIGKILL)
+    assert not alive, "the server outlived the run that started it"

@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -44,6 +45,16 @@ _NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `m
 _SEGFAULT_HINT = (" A segmentation fault at the first request is llama.cpp's AMX kernel on Intel Xeon CPUs with AMX "
                   "(ggml-org/llama.cpp#20824): `make setup-reflect` builds llama-cpp-python without it; a copy built "
                   "with -march=native (a plain `pip install`) has it, so rebuild it with `make clean setup-reflect`.")
+# Run before the server's command, in its own process: ask Linux to SIGKILL it when the process that started it
+# ends (PR_SET_PDEATHSIG = 1; it survives the exec), then exec the server. A run that is SIGKILLed (the OOM
+# killer, a session's end) cannot run its `with` blocks, and the server would go on holding ~3 GB.
+_TIED_TO_PARENT = """
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+if os.getppid() != int(sys.argv[1]):  # the parent ended before prctl took effect
+    sys.exit(0)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
 
 class ReflectionError(RuntimeError):
@@ -313,7 +324,7 @@ class LocalServer:
         if importlib.util.find_spec("llama_cpp") is None:
             raise RuntimeError(_NO_SERVER)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(_tied_to_this_process(self.command()), stdout=log, stderr=subprocess.STDOUT)
         self._wait_until_ready()
         return self
 
@@ -405,6 +416,14 @@ def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) ->
             raise ReflectionEndpointError(f"{e}: {reason}" if reason else str(e)) from None
         lm.revive = server.revive
         yield lm
+
+
+def _tied_to_this_process(command: list[str]) -> list[str]:
+    """`command`, made to end with this process on Linux (see `_TIED_TO_PARENT`). Linux sends the signal when the
+    *thread* that started the child ends, so a server started from another thread is left as it is."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return command
+    return [sys.executable, "-c", _TIED_TO_PARENT, str(os.getpid()), *command]
 
 
 def _free_port() -> int:
