@@ -87,6 +87,8 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
             stage = schedule.stage_for(state.cycle)
             steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
             steps.trainer = stage.trainer
+            if state.cycle == stage.first_cycle:  # a new stage: the previous one's trainer (its optimizer state and
+                release_memory()  # reference model, gigabytes) is freed now, before this stage's GEPA round
             population = Population.from_json(state.population)
             if state.phase == "fast":
                 if mode.fast_step_in(state.cycle):
@@ -98,6 +100,7 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True) 
                 step_eval.begin(stage, population.best().instructions, state)
                 _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
                            state, procs, step_eval)
+                step_eval.end()
                 state = _commit(procs, state, run_dir, population, phase="eval")
             with generating(stage.trainer):
                 procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir)

@@ -115,7 +115,9 @@ class Schedule:
             trainer._load_from_checkpoint(resumed)  # base's (TRL's own loader: full weights or the LoRA adapter)
         policy = Policy(trainer.model, trainer.processing_class, batch_size=pc.batch_size, seed=pc.seed,
                         sampling=sampling, name=pc.model, weight_first=pc.weight_first)
-        kl_base = previous.kl_base if previous else probe_base(trainer, base)
+        # the probe's base is this trainer's reference model where it has one (the previous stage's is freed
+        # with its trainer: one copy of the base, not two); a loaded copy is kept from stage to stage
+        kl_base = previous.kl_base if previous and trainer.ref_model is None else probe_base(trainer, base)
         return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base, self.problems_per_step)
 
     def _weights_before(self, index: int) -> Any:

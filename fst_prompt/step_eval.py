@@ -33,6 +33,11 @@ class StepEval(TrainerCallback):
         self.stage, self.instructions, self.state = stage, instructions, state
         self.seconds, self.started = 0.0, time.perf_counter()
 
+    def end(self) -> None:
+        """After a slow step: let go of the stage, so that a finished stage's trainer (its optimizer state and
+        reference model, gigabytes) is freed when the schedule moves on, not kept through the next GEPA round."""
+        self.stage = None
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
         if not self.every or self.stage is None or step % self.every or step >= args.max_steps:

@@ -271,10 +271,23 @@ def continual_config(tmp_path, tiny_path, endpoint, **loop_changes):
     return RunConfig.model_validate(data)
 
 
-def test_continual_schedule_switches_tasks_at_the_right_steps(tmp_path, tiny_path, endpoint):
+def test_continual_schedule_switches_tasks_at_the_right_steps(tmp_path, tiny_path, endpoint, monkeypatch):
+    import weakref
+
     import pandas as pd
 
     cfg = continual_config(tmp_path, tiny_path, endpoint)
+    real_fast_step, finished = loop._fast_step, {}
+
+    def fast_step(stage, *args):  # by the next stage's GEPA round, the finished stage's trainer is gone
+        if stage.index == 0:
+            finished.update(trainer=weakref.ref(stage.trainer), reference=weakref.ref(stage.trainer.ref_model))
+        else:
+            assert finished["trainer"]() is None and finished["reference"]() is None
+            assert stage.kl_base is stage.trainer.ref_model  # one copy of the base model
+        return real_fast_step(stage, *args)
+
+    monkeypatch.setattr(loop, "_fast_step", fast_step)
     state = loop.run_loop(cfg, progress=False)
     run = tmp_path / "run"
     cycles = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
