@@ -343,10 +343,12 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert stage_b["rl"]["normalised_final"]["mean"] == pytest.approx(0.1 / 0.3)
     assert stage_b["rl"]["gain_within_stage"]["mean"] == 0 and stage_b["constant"] == 0.25
     assert stage_b["gain_fst_minus_rl"]["ci"] == pytest.approx([0.1, 0.1])
+    assert stage_b["final_fst_minus_rl"]["ci"] == pytest.approx([0.2, 0.2])
+    assert stage_b["rl"]["stalled"] == {"runs": 3, "of": 3} and stage_b["fst"]["stalled"] == {"runs": 0, "of": 3}
     assert a["forgetting"]["fst"]["after_stage"] == [[pytest.approx(0.5), None], pytest.approx([0.1, 0.3])]
     assert a["paper"][0]["task"] == "b" and a["paper"][0]["reading"] == "confirmed"
     text = continual.markdown(a)
-    assert "| 1 (b) | 0.100 | 0.300 |" in text and "| 1 | b | 0.250 |" in text
+    assert "| 1 (b) | 0.100 | 0.300 |" in text and "| 1 | b | 0.250 |" in text and "| 3 of 3 / 0 of 3 |" in text
     assert text.startswith("Seeds asked for: [0, 1, 2, 3]; finished runs: RL [0, 1, 2]; FST [0, 1, 2].")
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
 
@@ -365,6 +367,27 @@ def test_continual_counts_a_stage_where_neither_method_scored(tmp_path, monkeypa
     assert stage_b["rl"]["normalised_final"]["n"] == 1  # seed 0 has no peak to normalise by
     assert stage_b["gain_fst_minus_rl"]["n"] == 2
     assert stage_b["gain_fst_minus_rl"]["mean"] == pytest.approx(0.125)
+    assert stage_b["rl"]["stalled"] is None  # no constant baseline stored: no stall count
+
+
+def test_continual_reads_the_claim_on_final_accuracy_when_the_task_is_learned_in_its_first_cycle(tmp_path,
+                                                                                                  monkeypatch):
+    """FST at 0.9 after the stage's first cycle and 0.94 after its last: a gain of only 0.04, but RL ended at
+    0 — the claim (FST keeps learning where RL stalls) is read on the final accuracy, paired per seed."""
+    import continual
+
+    monkeypatch.setattr(continual, "RESULTS", tmp_path)
+    for seed, fst_b in enumerate([[0.9, 0.94], [0.8, 0.9], [0.85, 0.85]]):
+        for mode, values in {"rl": [0.5, 0.5, 0.0, 0.0], "fst": [0.5, 0.5, *fst_b]}.items():
+            _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values, [[0.5, None], [0.5, values[3]]],
+                           constants=[0.2, 0.01])
+    a = continual.analyse([0, 1, 2])
+    stage_b = a["per_stage"][1]
+    assert stage_b["gain_fst_minus_rl"]["mean"] == pytest.approx(0.14 / 3)
+    assert stage_b["final_fst_minus_rl"]["mean"] == pytest.approx((0.94 + 0.9 + 0.85) / 3)
+    assert a["paper"][0]["ours"] == stage_b["final_fst_minus_rl"] and a["paper"][0]["reading"] == "confirmed"
+    assert a["paper"][0]["stalled"] == {"rl": {"runs": 3, "of": 3}, "fst": {"runs": 0, "of": 3}}
+    assert "| 3 of 3 / 0 of 3 | 0.897 [0.850, 0.940] (n=3) | confirmed |" in continual.markdown(a)
 
 
 def test_pipeline_bench_times_rl_steps_within_a_cycle_only():
