@@ -14,7 +14,8 @@ skipping finished runs. Then writes to the results folder:
 - `<study>.json` + `<study>.md`: per stage and method the final and normalised accuracy, the runs that
   stalled (ended at or below the constant answer) and the gain within the stage, over seeds with seeded
   bootstrap 95% intervals; the paired per-seed differences FST − RL of the final accuracy and of the gain;
-  the forgetting matrices (accuracy on task i after stage j, from each run's `forgetting.json`); and the
+  the KL to the base at the end of each stage, paired FST − RL and FST / RL; the forgetting matrices
+  (accuracy on task i after stage j, from each run's `forgetting.json`); and the
   paper's claim (RL stalls on the second task, FST keeps learning), read on the paired final accuracy.
 """
 
@@ -53,8 +54,9 @@ def analyse(seeds: list[int]) -> dict:
         row: dict = {"stage": stage, "task": task, "constant": None}
         gains: dict = {}
         finals: dict = {}
+        kls: dict = {}
         for m in MODES:
-            norm_final, norm_mean, gains[m], finals[m] = [], [], {}, {}
+            norm_final, norm_mean, gains[m], finals[m], kls[m] = [], [], {}, {}, {}
             for s, cycles in runs[m].items():
                 peak = max(c["val_accuracy_best"] for per in runs.values() if s in per for c in per[s]
                            if c["stage"] == stage)
@@ -65,6 +67,7 @@ def analyse(seeds: list[int]) -> dict:
                 if not acc:
                     continue
                 finals[m][s] = acc[-1]
+                kls[m][s] = mine[-1]["kl"]  # on this stage's probe prompts
                 gains[m][s] = acc[-1] - acc[0]  # a stall (0 → 0) counts: it is what the paper's claim is about
                 if peak > 0:  # normalised only where either method of this seed scored on the task
                     norm_final.append(acc[-1] / peak)
@@ -72,12 +75,17 @@ def analyse(seeds: list[int]) -> dict:
             row[m] = {"normalised_final": summary(norm_final), "normalised_mean": summary(norm_mean),
                       "final_accuracy": summary(list(finals[m].values())),
                       "gain_within_stage": summary(list(gains[m].values())),
+                      "final_kl": summary(list(kls[m].values())),
                       # a stall: the stage ended no better than always giving the most common answer
                       "stalled": None if row["constant"] is None else
                       {"runs": sum(v <= row["constant"] for v in finals[m].values()), "of": len(finals[m])}}
         row["gain_fst_minus_rl"] = summary([gains["fst"][s] - gains["rl"][s] for s in gains["rl"] if s in gains["fst"]])
         row["final_fst_minus_rl"] = summary([finals["fst"][s] - finals["rl"][s] for s in finals["rl"]
                                              if s in finals["fst"]])
+        paired = [s for s in kls["rl"] if s in kls["fst"]]
+        row["kl_fst_minus_rl"] = summary([kls["fst"][s] - kls["rl"][s] for s in paired])
+        row["kl_fst_over_rl"] = summary([kls["fst"][s] / kls["rl"][s] for s in paired if kls["rl"][s] > 0],
+                                        geometric=True)
         out["per_stage"].append(row)
     for m in MODES:
         matrices = [json.loads((RESULTS / STUDY / f"{m}-s{s}" / "forgetting.json").read_text()) for s in runs[m]]
@@ -134,6 +142,11 @@ def markdown(a: dict) -> str:
                      f"{_stalls(rl['stalled'])} / {_stalls(fst['stalled'])} | {fmt(rl['normalised_final'])} | "
                      f"{fmt(fst['normalised_final'])} | {fmt(rl['gain_within_stage'])} | "
                      f"{fmt(fst['gain_within_stage'])} | {fmt(r['gain_fst_minus_rl'])} |")
+    lines += ["", "KL(π‖π_base) at the end of each stage, nats, on that stage's probe prompts (not at matched "
+              "accuracy); the ratio is a geometric mean over seeds:", "",
+              "| stage | task | RL | FST | FST − RL, paired | FST / RL, paired |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['stage']} | {r['task']} | {fmt(r['rl']['final_kl'], 2)} | {fmt(r['fst']['final_kl'], 2)} | "
+              f"{fmt(r['kl_fst_minus_rl'], 2)} | {fmt(r['kl_fst_over_rl'], 2)} |" for r in a["per_stage"]]
     for m, f in a["forgetting"].items():
         lines += ["", f"Forgetting matrix, {LABELS[m]} (mean of n={f['n']}): val accuracy on task (column) after "
                   "stage (row)", "", "| after stage | " + " | ".join(f["tasks"]) + " |",

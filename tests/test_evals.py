@@ -315,11 +315,12 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
     runner.run_jobs([job], parallel=1)
 
 
-def _continual_run(run: Path, values: list[float], forgetting: list, constants: list[float] | None = None) -> None:
-    """A finished two-stage continual run (tasks a, b; two cycles each) with these val accuracies."""
+def _continual_run(run: Path, values: list[float], forgetting: list, constants: list[float] | None = None,
+                   kl: list[float] | None = None) -> None:
+    """A finished two-stage continual run (tasks a, b; two cycles each) with these val accuracies (and KLs)."""
     run.mkdir(parents=True)
     records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
-                "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": 0.0}
+                "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": kl[i] if kl else 0.0}
                | ({"val_majority_baseline": constants[i // 2]} if constants else {}) for i, v in enumerate(values)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": forgetting}))
@@ -333,8 +334,9 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     accs = {"rl": [0.2, 0.4, 0.1, 0.1], "fst": [0.3, 0.5, 0.2, 0.3]}  # stage b: RL gains 0, FST 0.1
     for seed in range(3):
         for mode, values in accs.items():
+            kl = [0.1, 0.2, 0.3, 0.4 * (seed + 1)] if mode == "rl" else [0.1, 0.1, 0.2, 0.2 * (seed + 1)]
             _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values,
-                           [[values[1], None], [0.1, values[3]]], constants=[0.05, 0.25])
+                           [[values[1], None], [0.1, values[3]]], constants=[0.05, 0.25], kl=kl)
     a = continual.analyse([0, 1, 2, 3])  # seed 3 never ran
     assert a["seeds_run"] == {"rl": [0, 1, 2], "fst": [0, 1, 2]}
     stage_a, stage_b = a["per_stage"]
@@ -347,7 +349,13 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert stage_b["rl"]["stalled"] == {"runs": 3, "of": 3} and stage_b["fst"]["stalled"] == {"runs": 0, "of": 3}
     assert a["forgetting"]["fst"]["after_stage"] == [[pytest.approx(0.5), None], pytest.approx([0.1, 0.3])]
     assert a["paper"][0]["task"] == "b" and a["paper"][0]["reading"] == "confirmed"
+    # KL at the end of each stage (its last cycle), paired per seed
+    assert stage_a["kl_fst_minus_rl"]["mean"] == pytest.approx(-0.1)
+    assert stage_b["rl"]["final_kl"]["mean"] == pytest.approx(0.8)
+    assert stage_b["kl_fst_minus_rl"]["mean"] == pytest.approx(-0.4)
+    assert stage_b["kl_fst_over_rl"]["mean"] == pytest.approx(0.5) and stage_b["kl_fst_over_rl"]["geometric"]
     text = continual.markdown(a)
+    assert "| 1 | b | 0.80 [0.40, 1.20] (n=3) | 0.40 [0.20, 0.60] (n=3) |" in text
     assert "| 1 (b) | 0.100 | 0.300 |" in text and "| 1 | b | 0.250 |" in text and "| 3 of 3 / 0 of 3 |" in text
     assert text.startswith("Seeds asked for: [0, 1, 2, 3]; finished runs: RL [0, 1, 2]; FST [0, 1, 2].")
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
