@@ -54,20 +54,26 @@ eval-demo: setup
 	$(VENV)/bin/fst eval --task $(DEMO_TASK) --model smollm2-135m-instruct --split val --n 64 \
 		--out runs/eval-demo/eval-$(DEMO_TASK).json
 
+# The suite must leave the work tree as it found it: a test that writes into tracked files (or leaves new
+# untracked ones) fails `make test`.
 test: setup-reflect
 	$(VENV)/bin/ruff check .
+	git status --porcelain > $(VENV)/.tree-before 2>/dev/null || true
 	$(VENV)/bin/pytest -q
+	git status --porcelain > $(VENV)/.tree-after 2>/dev/null || true
+	@diff $(VENV)/.tree-before $(VENV)/.tree-after > /dev/null || { echo "make test: the tests changed the work \
+	tree (git status --porcelain before/after):"; diff $(VENV)/.tree-before $(VENV)/.tree-after; exit 1; }
 
 bench: setup
-	$(PY) evals/bench_generate.py
-	$(PY) evals/bench_step.py
+	$(PY) -m evals.bench_generate
+	$(PY) -m evals.bench_step
 
 # The paper's experiments, v2 (evals/results/RESULTS.md §1): ~55 hours on 2 CPU cores;
 # finished runs are skipped, so an interrupted `make experiments` continues where it stopped.
 experiments: setup-reflect
-	$(PY) evals/compare.py
-	$(PY) evals/continual.py
-	$(PY) evals/plasticity.py
+	$(PY) -m evals.compare
+	$(PY) -m evals.continual
+	$(PY) -m evals.plasticity
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,6 +1,6 @@
 """Constant-answer (majority) baseline of every shipped task: the accuracy a model must beat.
 
-    python evals/baselines.py
+    python -m evals.baselines
 
 Pure Python, no model. Writes evals/results/baselines.json and prints a Markdown table.
 """

@@ -1,6 +1,6 @@
 """Generation throughput: a DSPy program evaluated through the batching engine, against the model alone.
 
-    python evals/bench_generate.py [--task chain_sum] [--model smollm2-135m-instruct] [--n 32]
+    python -m evals.bench_generate [--task chain_sum] [--model smollm2-135m-instruct] [--n 32]
                                    [--batch-size B] [--max-new-tokens T] [--reps 3]
 
 B and T default to the shipped `policy` defaults (config.PolicyConfig). Four ways to greedily complete the

@@ -1,6 +1,6 @@
 """The whole pipeline, this tree against a baseline revision: eval, GEPA round, RL step, a short `fst run`.
 
-    python evals/bench_pipeline.py [--baseline 5659be3] [--config programs/chain_sum-fst.yaml] [--cycles 3]
+    python -m evals.bench_pipeline [--baseline 5659be3] [--config programs/chain_sum-fst.yaml] [--cycles 3]
                                    [--eval-n 64]
 
 The baseline revision is exported (`git archive`) to a temporary folder; each tree runs with its own code
@@ -10,8 +10,9 @@ other, under the same Python environment:
   eval   `fst eval --task chain_sum --n N` (the seed instruction): rollouts/s
   run    `fst run CONFIG --set loop.cycles=C` (the `make demo` run): wall time, peak RSS of the process
          tree (policy, trainer and the reflection server, sampled every second), and from the run
-         directory: the GEPA rounds' policy rollouts/s (rollouts over round time minus reflection time),
-         reflection seconds, RL seconds per step (steps.jsonl), the final val accuracy and KL.
+         directory (read with `RunDir`, which reads the baseline's older records too): the GEPA rounds' policy
+         rollouts/s (rollouts over round time minus reflection time), reflection seconds, RL seconds per step,
+         the final val accuracy and KL.
 
 Prints one table with the ratio new/baseline per line (for times: baseline/new, so > 1 is faster), and
 keeps each side's logs and small run files (metrics, rounds, steps) beside `--out`, in bench_pipeline/.
@@ -30,6 +31,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from fst_prompt.rundir import METRICS, ROUNDS, STEPS, RunDir, StepRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,15 +74,11 @@ def run_measured(argv: list[str], cwd: Path, log: Path) -> tuple[float, float]:
     return time.perf_counter() - t0, peak / 2**30
 
 
-def jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def rl_step_seconds(steps: list[dict]) -> list[float]:
-    """Seconds of each RL step from steps.jsonl: time between consecutive steps' logs within one cycle (a
-    cycle's first step, which follows the evaluation and the GEPA round, has no such pair)."""
-    return [b["time"] - a["time"] for a, b in zip(steps, steps[1:], strict=False)
-            if b.get("step") == a.get("step", -1) + 1 and b.get("cycle") == a.get("cycle") and "loss" in b]
+def rl_step_seconds(steps: list[StepRecord]) -> list[float]:
+    """Seconds of each RL step: time between consecutive steps' logs within one cycle (a cycle's first step,
+    which follows the evaluation and the GEPA round, has no such pair)."""
+    return [b.time - a.time for a, b in zip(steps, steps[1:], strict=False)
+            if b.step == a.step + 1 and b.cycle == a.cycle and "loss" in b.logs]
 
 
 def measure(tree: Path, args: argparse.Namespace, work: Path, name: str) -> dict[str, float]:
@@ -93,19 +92,20 @@ def measure(tree: Path, args: argparse.Namespace, work: Path, name: str) -> dict
     print(f"  {name}: fst run {args.config} ({args.cycles} cycles), log {work / f'{name}-run.log'}", flush=True)
     wall, peak = run_measured(fst + ["run", args.config, "--set", f"run_dir={run_dir}",
                                      "--set", f"loop.cycles={args.cycles}"], tree, work / f"{name}-run.log")
-    rounds, steps, cycles = (jsonl(run_dir / f) for f in ("rounds.jsonl", "steps.jsonl", "metrics.jsonl"))
-    step_times = rl_step_seconds(steps)
-    policy_s = sum(r["seconds"] - r["reflection_seconds"] for r in rounds)
+    run = RunDir(run_dir)
+    rounds, cycles = run.rounds(), run.cycles()
+    step_times = rl_step_seconds(run.steps())
+    policy_s = sum(r.seconds - r.reflection_seconds for r in rounds)
     return {
         "eval rollouts/s": ev["rollouts_per_s"],
         "eval accuracy": ev["accuracy"],
         "run wall s": wall,
         "run peak RSS GiB": peak,
-        "GEPA policy rollouts/s": sum(r["policy_rollouts"] for r in rounds) / policy_s,
-        "GEPA reflection s": sum(r["reflection_seconds"] for r in rounds),
+        "GEPA policy rollouts/s": sum(r.policy_rollouts for r in rounds) / policy_s,
+        "GEPA reflection s": sum(r.reflection_seconds for r in rounds),
         "RL s/step (median)": statistics.median(step_times) if step_times else float("nan"),
-        "final val accuracy": cycles[-1]["val_accuracy_best"],
-        "final KL": cycles[-1]["kl"],
+        "final val accuracy": cycles[-1].val_accuracy_best,
+        "final KL": cycles[-1].kl,
     }
 
 
@@ -137,7 +137,7 @@ def main() -> None:
             keep = args.out.parent / "bench_pipeline" / name
             keep.mkdir(parents=True, exist_ok=True)
             for f in [work / f"{name}-eval.json", work / f"{name}-eval.log", work / f"{name}-run.log",
-                      *(work / f"{name}-run" / k for k in ("metrics.jsonl", "rounds.jsonl", "steps.jsonl"))]:
+                      *(work / f"{name}-run" / k for k in (METRICS, ROUNDS, STEPS))]:
                 shutil.copy(f, keep / f.name)
     print(f"\n{'':26s} {'baseline':>10s} {'new':>10s}  new vs baseline")
     for key, old in results["baseline"].items():

@@ -1,6 +1,6 @@
 """KL probe cost: our probe (`fst_prompt.slow.kl.kl_to_base`) against the probe it replaced, in one process.
 
-    python evals/bench_probe.py [--model qwen2.5-coder-0.5b-instruct] [--task date_normalize]
+    python -m evals.bench_probe [--model qwen2.5-coder-0.5b-instruct] [--task date_normalize]
                                 [--prompts 32] [--samples 4] [--max-new-tokens 48] [--reps 2]
 
 The defaults are the v2 study's probe (evals/configs/compare_v2.yaml: 32 val prompts x 4 samples, 48 tokens,

@@ -1,7 +1,7 @@
 """Step time of our trainer vs plain TRL `GRPOTrainer` on the same config, data and (fixed) prompts.
 
-    python evals/bench_step.py [--model smollm2-135m-instruct] [--steps 4] [--task chain_sum]
-    python evals/bench_step.py --compare checkpointing --model qwen2.5-coder-0.5b-instruct --task ticket_routing \
+    python -m evals.bench_step [--model smollm2-135m-instruct] [--steps 4] [--task chain_sum]
+    python -m evals.bench_step --compare checkpointing --model qwen2.5-coder-0.5b-instruct --task ticket_routing \
         --modes full --steps 2 --repeats 1 --out evals/results/bench_checkpointing.json
 
 `--compare checkpointing`: our trainer without vs with gradient checkpointing (`rl.trainer_args:
@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 PHASES = ["generate", "reference logps", "policy logps (no grad)", "loss (forward)", "backward", "our hook",
           "rest"]
 
@@ -138,9 +139,9 @@ def main() -> None:
     base, other = ("plain", "ours") if args.compare == "plain" else ("ours", "ours+checkpointing")
     for lora in loras:
         for case in (base, other) * args.repeats:  # interleaved: drift hits both alike
-            cmd = [sys.executable, __file__, "--case", case, "--model", args.model, "--task", args.task,
+            cmd = [sys.executable, "-m", "evals.bench_step", "--case", case, "--model", args.model, "--task", args.task,
                    "--steps", str(args.steps), "--tokens", str(args.tokens)] + (["--lora"] if lora else [])
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     report = {"model": args.model, "task": args.task, "tokens": args.tokens, "steps": args.steps, "runs": results}
     for lora in loras:

@@ -1,6 +1,6 @@
 """Study 1 — RL vs GEPA-only vs GEPA->RL vs FST, same RL steps, several tasks and seeds.
 
-    python evals/compare.py [--study v2] [--tasks date_normalize ticket_routing] [--seeds 0 1 2] [--jobs 1]
+    python -m evals.compare [--study v2] [--tasks date_normalize ticket_routing] [--seeds 0 1 2] [--jobs 1]
                             [--modes rl fst ...] [--report-only]
 
 `--study v2` (the default): `evals/configs/compare_v2.yaml` (Qwen2.5-Coder-0.5B, 24 RL steps, a light
@@ -14,8 +14,9 @@ decoding) and with each FST run's learned instruction (the 2x2 table). Then writ
   mean over seeds with a min-max band and the constant-answer baseline, one panel row per task;
 - `kl_vs_accuracy.png`: KL(pi || pi_base) (with 1.96 standard errors) vs val accuracy;
 - `<study>.json` + `<study>.md`: final accuracy and the area under the accuracy curve per method; paired
-  per-seed differences against RL, and of FST against its halves (GEPA->RL, GEPA-only), with seeded
-  bootstrap 95% intervals; steps (rollouts, seconds) to reach RL's smoothed peak; KL at matched accuracy
+  per-seed differences against RL, and of FST against its halves (GEPA->RL, GEPA-only), with 95% t-intervals
+  over seeds and their readings (`fst_prompt.stats.reading`: the one rule); steps (rollouts, seconds) to reach
+  RL's smoothed peak; KL at matched accuracy
   (FST / RL); the 2x2 table; and the paper's claims next to ours (confirmed / refuted / undecided).
   `--report-only` redraws all of it from the stored runs, byte for byte.
 
@@ -26,74 +27,76 @@ on the base weights, anchored on every problem its RL steps will use, then train
 from __future__ import annotations
 
 import json
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import fmt, reading, rl_signal, summary  # noqa: E402
-from runner import (  # noqa: E402
-    RESULTS,
-    ROOT,
+from evals.report import fmt, reading, rl_signal, summary
+from evals.runner import (
     Job,
+    Study,
     driver_parser,
     eval_job,
-    load_cycles,
     report_scope,
     run_jobs,
     uninterrupted_minutes,
     write_report,
 )
+from fst_prompt.modes import MODES as LOOP_MODES
+from fst_prompt.rundir import RunDir
+from fst_prompt.stats import first_reach, mean_over_curve, smooth, wilson, with_interval
 
-from fst_prompt.state import read_jsonl  # noqa: E402
-from fst_prompt.stats import first_reach, mean_over_curve, smooth, wilson, with_interval  # noqa: E402
-
-MODES = ("rl", "fst", "gepa-then-rl", "gepa")
+# Every loop mode (fst_prompt/modes.py), in the report's order (RL, the baseline, first) with its name there
 LABELS = {"rl": "RL", "fst": "FST", "gepa-then-rl": "GEPA→RL", "gepa": "GEPA-only"}
-STUDIES = {  # --study: results folder, config, default tasks
-    "v2": ("compare_v2", "evals/configs/compare_v2.yaml", ["date_normalize", "ticket_routing"]),
-    "v1": ("compare", "evals/configs/compare.yaml", ["chain_sum", "letter_counting"]),
+if set(LABELS) != set(LOOP_MODES):
+    raise RuntimeError(f"evals/compare.py labels the modes {sorted(LABELS)}, fst_prompt/modes.py defines "
+                       f"{sorted(LOOP_MODES)}: give every mode a label (and a place in the report's order)")
+MODES = tuple(LABELS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareStudy(Study):
+    tasks: tuple[str, ...]  # the tasks its report covers by default
+
+
+STUDIES = {  # --study
+    "v2": CompareStudy(name="compare_v2", config="evals/configs/compare_v2.yaml",
+                       tasks=("date_normalize", "ticket_routing")),
+    "v1": CompareStudy(name="compare", config="evals/configs/compare.yaml", tasks=("chain_sum", "letter_counting")),
 }
-STUDY, CONFIG, _ = STUDIES["v2"]
 
 
-def base_config() -> dict:
-    import yaml
-
-    return yaml.safe_load((ROOT / CONFIG).read_text())
-
-
-def run_jobs_for(tasks: list[str], seeds: list[int], modes: list[str]) -> list[Job]:
-    cfg = base_config()
+def run_jobs_for(study: Study, tasks: list[str], seeds: list[int], modes: list[str]) -> list[Job]:
+    cfg = study.run_config()
     cycles, budget = cfg["loop"]["cycles"], cfg["gepa"]["max_metric_calls"]
     jobs = []
     for seed in seeds:
         for task in tasks:
             for mode in modes:
-                argv = ["run", CONFIG, "--set", f"task={task}", "--set", f"loop.mode={mode}",
+                argv = ["run", study.config, "--set", f"task={task}", "--set", f"loop.mode={mode}",
                         "--set", f"seed={seed}"]
                 if mode == "gepa-then-rl":
                     argv += ["--set", f"gepa.max_metric_calls={cycles * budget}"]
-                jobs.append(Job(STUDY, f"{task}/{mode}-s{seed}", argv))
+                jobs.append(study.job(f"{task}/{mode}-s{seed}", argv))
     return jobs
 
 
-def eval_jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
+def eval_jobs_for(study: Study, tasks: list[str], seeds: list[int]) -> list[Job]:
     """Step 0 (base weights, seed instruction) per task; base weights + each FST run's learned instruction."""
-    cfg = base_config()
+    cfg = study.run_config()
     jobs = []
     for task in tasks:
-        jobs.append(eval_job(STUDY, f"{task}/base", task, cfg))
+        jobs.append(eval_job(study, f"{task}/base", task, cfg))
         for seed in seeds:
-            fst = RESULTS / STUDY / task / f"fst-s{seed}"
+            fst = study.folder / task / f"fst-s{seed}"
             if (fst / "done.json").is_file():
-                jobs.append(eval_job(STUDY, f"{task}/base-learned-s{seed}", task, cfg, best_instructions(fst)))
+                jobs.append(eval_job(study, f"{task}/base-learned-s{seed}", task, cfg, best_instructions(fst)))
     return jobs
 
 
 def best_instructions(results: Path) -> dict[str, str]:
     from fst_prompt.fast.population import Population
 
-    return Population.from_json(json.loads((results / "state.json").read_text())["population"]).best().instructions
+    return Population.from_json(RunDir(results).load_state().population).best().instructions
 
 
 def eval_accuracy(results: Path) -> float | None:
@@ -106,11 +109,11 @@ def eval_n(results: Path) -> int | None:
     return json.loads(path.read_text()).get("n") if path.is_file() else None
 
 
-def constant_baseline(task: str, curves: dict) -> float | None:
+def constant_baseline(study: Study, task: str, curves: dict) -> float | None:
     """The best constant answer's accuracy on the evaluated val problems, as the runs recorded it (the base
     evaluation's `majority_baseline`, else the cycle records'); None for runs older than that record: the
     splits have changed since, so today's task would give another split's figure."""
-    path = RESULTS / STUDY / task / "base" / "eval.json"
+    path = study.folder / task / "base" / "eval.json"
     recorded = json.loads(path.read_text()).get("majority_baseline") if path.is_file() else None
     if recorded:
         return recorded["accuracy"]
@@ -119,36 +122,34 @@ def constant_baseline(task: str, curves: dict) -> float | None:
     return cycles[-1] if cycles else None
 
 
-def curve(task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None:
+def curve(study: Study, task: str, mode: str, seed: int, base_acc: float) -> list[dict] | None:
     """One point per evaluation: RL step, policy rollouts (RL + GEPA), seconds of fast + slow work, val
     accuracy (best and seed instruction), KL and its standard error; step 0 = base weights, seed instruction."""
-    results = RESULTS / STUDY / task / f"{mode}-s{seed}"
+    results = study.folder / task / f"{mode}-s{seed}"
     if not (results / "done.json").is_file():
         return None
-    import yaml
-
-    T = yaml.safe_load((results / "config.yaml").read_text())["loop"]["steps_per_cycle"]  # the run's own
+    run = RunDir(results)
+    T = run.config_data()["loop"]["steps_per_cycle"]  # the run's own
     points = [{"step": 0, "rollouts": 0, "seconds": 0.0, "acc": base_acc, "seed_acc": base_acc, "kl": 0.0,
                "kl_stderr": 0.0, "cycle": -1, "accepted": 0, "tried": 0, "n": None}]
-    for c in load_cycles(results):
-        step = c["rl_steps"] if mode != "gepa" else (c["cycle"] + 1) * T
-        points.append({"step": step, "rollouts": c["total_rollouts"],
-                       "seconds": c.get("fast_seconds", 0.0) + c.get("slow_seconds", 0.0),
-                       "acc": c["val_accuracy_best"], "seed_acc": c["val_accuracy_seed"], "kl": c["kl"],
-                       "kl_stderr": c.get("kl_stderr", 0.0), "cycle": c["cycle"],
-                       "accepted": c["proposals_accepted"], "tried": c["proposals_tried"],
-                       "constant": c.get("val_majority_baseline"), "n": c.get("eval_n")})
-    between = {r["rl_steps"]: r for r in read_jsonl(results / "evals.jsonl")} if (results / "evals.jsonl").is_file() \
-        else {}  # evaluations between RL steps (loop.eval_every): accuracy on a fixed val subset, no KL
-    points += [{"step": r["rl_steps"], "rollouts": r["total_rollouts"], "seconds": r["seconds"],
-                "acc": r["val_accuracy_best"], "kl": None, "kl_stderr": None, "cycle": r["cycle"], "n": r["eval_n"]}
+    for c in run.cycles():
+        step = c.rl_steps if mode != "gepa" else (c.cycle + 1) * T
+        points.append({"step": step, "rollouts": c.total_rollouts,
+                       "seconds": c.ledger.fast_seconds + c.ledger.slow_seconds,
+                       "acc": c.val_accuracy_best, "seed_acc": c.val_accuracy_seed, "kl": c.kl,
+                       "kl_stderr": c.kl_stderr, "cycle": c.cycle,
+                       "accepted": c.ledger.proposals_accepted, "tried": c.ledger.proposals_tried,
+                       "constant": c.val_majority_baseline, "n": c.eval_n})
+    # evaluations between RL steps (loop.eval_every): accuracy on a fixed val subset, no KL
+    between = {r.rl_steps: r for r in run.step_evals()}
+    points += [{"step": r.rl_steps, "rollouts": r.total_rollouts, "seconds": r.seconds,
+                "acc": r.val_accuracy_best, "kl": None, "kl_stderr": None, "cycle": r.cycle, "n": r.eval_n}
                for r in between.values()]
     points.sort(key=lambda p: (p["step"], p["kl"] is None))  # a cycle's full evaluation before a light one
-    rounds = read_jsonl(results / "rounds.jsonl") if (results / "rounds.jsonl").is_file() else []
-    for r in rounds:  # a GEPA round runs before its cycle's RL steps: the first evaluation after it paid for it
-        after = next((p for p in points if p["step"] > r["cycle"] * T), None) if mode != "gepa" else None
+    for r in run.rounds():  # a GEPA round runs before its cycle's RL steps: the first evaluation after it paid for it
+        after = next((p for p in points if p["step"] > r.cycle * T), None) if mode != "gepa" else None
         if after is not None:
-            after["gepa_before"] = {"rollouts": r["policy_rollouts"], "seconds": r["seconds"]}
+            after["gepa_before"] = {"rollouts": r.policy_rollouts, "seconds": r.seconds}
     return points
 
 
@@ -223,25 +224,26 @@ def paired(one: dict, other: dict) -> dict:
                                  if one[s][-1]["kl"] is not None and other[s][-1]["kl"] is not None])}
 
 
-def analyse(tasks: list[str], seeds: list[int]) -> dict:
-    out: dict = {"tasks": {}, "seeds": seeds, "config": CONFIG}
+def analyse(study: Study, tasks: list[str], seeds: list[int]) -> dict:
+    out: dict = {"tasks": {}, "seeds": seeds, "config": study.config}
     for task in tasks:
-        base = eval_accuracy(RESULTS / STUDY / task / "base")
+        base = eval_accuracy(study.folder / task / "base")
         if base is None:
             continue
-        curves = {m: {s: curve(task, m, s, base) for s in seeds} for m in MODES}
+        curves = {m: {s: curve(study, task, m, s, base) for s in seeds} for m in MODES}
         curves = {m: {s: c for s, c in per.items() if c} for m, per in curves.items()}
-        n = eval_n(RESULTS / STUDY / task / "base")
-        t: dict = {"base_accuracy": base, "eval_n": n, "constant": constant_baseline(task, curves), "curves": curves,
+        n = eval_n(study.folder / task / "base")
+        t: dict = {"base_accuracy": base, "eval_n": n, "constant": constant_baseline(study, task, curves),
+                   "curves": curves,
                    "final": {}, "auc": {},
                    "paired": {}, "reach_rl_peak": {}, "kl": {}, "wall_minutes": {}}
         for m in MODES:
             t["final"][m] = summary([c[-1]["acc"] for c in curves[m].values()])
             t["auc"][m] = summary([auc(c) for c in curves[m].values()])
-            t["wall_minutes"][m] = summary(uninterrupted_minutes([RESULTS / STUDY / task / f"{m}-s{s}"
+            t["wall_minutes"][m] = summary(uninterrupted_minutes([study.folder / task / f"{m}-s{s}"
                                                                   for s in curves[m]]))
         t["signal"] = {m: [{"seed": seed, **sig} for seed in curves[m]
-                           if (sig := rl_signal(RESULTS / STUDY / task / f"{m}-s{seed}"))] for m in MODES}
+                           if (sig := rl_signal(study.folder / task / f"{m}-s{seed}"))] for m in MODES}
         # FST against its halves: the same seeds, FST − method
         t["fst_vs"] = {m: paired(curves["fst"], curves[m]) for m in ("gepa-then-rl", "gepa")}
         for m in ("fst", "gepa-then-rl"):
@@ -266,7 +268,7 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
         # after the same steps, KL is compared as a paired difference (t["paired"]["fst"]["final_kl"]), which a
         # near-zero RL drift cannot blow up as a ratio
         t["kl"] = {"runs": rows, "matched_ratio": summary([r["ratio"] for r in rows], geometric=True)}
-        learned = [eval_accuracy(RESULTS / STUDY / task / f"base-learned-s{s}") for s in curves["fst"]]
+        learned = [eval_accuracy(study.folder / task / f"base-learned-s{s}") for s in curves["fst"]]
         t["two_by_two"] = {
             "base_seed": summary([base]),
             "base_learned": summary(learned),
@@ -302,11 +304,13 @@ def paper_table(tasks: dict) -> list[dict]:
 
 
 def markdown(a: dict) -> str:
-    lines = ["Means over seeds with a seeded 95% bootstrap interval of the mean (n = runs); with 3 runs an "
-             "interval spans at most what those runs span. Val accuracy greedy; step 0 = base weights with the "
-             "seed instruction. Steps to reach a level are read on curves smoothed over 3 evaluations and "
-             "interpolated between evaluations. Ratios (RL steps to RL's peak, KL at matched accuracy) are "
-             "geometric means over seeds, their intervals taken on the logarithms.", ""]
+    lines = ["Means over seeds with the 95% t-interval of the mean (n = runs, one a seed). Readings follow one rule "
+             "(`fst_prompt.stats`): *confirmed* / *refuted* only where the t-interval excludes no effect over ≥ 5 "
+             "seeds or the exact sign-flip test of the paired differences gives p < 0.05 (never with 3 seeds: its "
+             "smallest p is 0.25); otherwise *undecided*, with the direction in k of n seeds. Val accuracy greedy; "
+             "step 0 = base weights with the seed instruction. Steps to reach a level are read on curves smoothed "
+             "over 3 evaluations and interpolated between evaluations. Ratios (RL steps to RL's peak, KL at matched "
+             "accuracy) are geometric means over seeds, their intervals taken on the logarithms.", ""]
     for task, t in a["tasks"].items():
         n = t["eval_n"] or "?"
         base = f"{t['base_accuracy']:.3f}"
@@ -320,16 +324,13 @@ def markdown(a: dict) -> str:
                   "|---|---|---|---|"]
         lines += [f"| {LABELS[m]} | {fmt(t['final'][m])} | {fmt(t['auc'][m])} | {fmt(t['wall_minutes'][m], 1)} |"
                   for m in MODES]
-        header = ["| method | final accuracy | AUC | final KL (nats) | seeds |", "|---|---|---|---|---|"]
+        header = ["| method | final accuracy | AUC | final KL (nats) | seeds | reading: final accuracy > 0 | "
+                  "reading: final KL < 0 |", "|---|---|---|---|---|---|---|"]
         lines += ["", "Paired per seed, method − RL:", "", *header]
-        for m, p in t["paired"].items():
-            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {fmt(p['final_kl'], 2)} | "
-                         f"{p['seeds']} |")
+        lines += [_paired_row(m, p) for m, p in t["paired"].items()]
         lines += ["", "FST against its halves, paired per seed, FST − method (GEPA-only's steps are its cycles' "
                       "positions; its weights do not move, KL 0):", "", *header]
-        for m, p in t["fst_vs"].items():
-            lines.append(f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {fmt(p['final_kl'], 2)} | "
-                         f"{p['seeds']} |")
+        lines += [_paired_row(m, p) for m, p in t["fst_vs"].items()]
         lines += ["", "Reaching RL's (smoothed) peak: ratio RL / method (> 1: the method is faster), runs that "
                       "reached it:", "", "| method | in RL steps | in policy rollouts | in wall time |",
                   "|---|---|---|---|"]
@@ -377,6 +378,14 @@ def markdown(a: dict) -> str:
     lines += [f"| {r['claim']} | {r['task']} | {r['paper']} | {fmt(r['ours'], 2)} | {r['reached']} | {r['reading']} |"
               for r in a["paper"]]
     return "\n".join(lines) + "\n"
+
+
+def _paired_row(m: str, p: dict) -> str:
+    """A row of paired differences with the readings of the two directions a claim takes: ahead in final accuracy,
+    less drift (KL) after the same steps."""
+    kl = reading(p["final_kl"], better="below", null=0.0) if p["final_kl"].get("n") else "–"
+    return (f"| {LABELS[m]} | {fmt(p['final'])} | {fmt(p['auc'])} | {fmt(p['final_kl'], 2)} | {p['seeds']} | "
+            f"{reading(p['final'], better='above', null=0.0)} | {kl} |")
 
 
 def _num(x: float | None, digits: int = 3) -> str:
@@ -437,19 +446,20 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    global STUDY, CONFIG
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
     ap.add_argument("--tasks", nargs="+", help="default: the study's")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = ap.parse_args()
-    STUDY, CONFIG, tasks = STUDIES[args.study]
-    args.tasks = args.tasks or tasks
+    study = STUDIES[args.study]
+    args.tasks = args.tasks or list(study.tasks)
     if not args.report_only:
-        run_jobs(run_jobs_for(args.tasks, args.seeds, args.modes), parallel=args.jobs)
-        run_jobs(eval_jobs_for(args.tasks, args.seeds), parallel=args.jobs)
-    a = analyse(*report_scope(tuple(tasks), [0, 1, 2], args))  # running a few jobs does not shrink the report
-    write_report(STUDY, a, markdown(a), plot)
+        run_jobs(run_jobs_for(study, args.tasks, args.seeds, args.modes), parallel=args.jobs,
+                 allow_dirty=args.allow_dirty)
+        run_jobs(eval_jobs_for(study, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+    # running a few jobs does not shrink the report
+    a = analyse(study, *report_scope(study.tasks, [0, 1, 2], args))
+    write_report(study, a, markdown(a), plot)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Study 2 — continual learning: three tasks in a row, RL vs FST.
 
-    python evals/continual.py [--study v2] [--seeds 0 1 2] [--jobs 1] [--report-only]
+    python -m evals.continual [--study v2] [--seeds 0 1 2] [--jobs 1] [--report-only]
 
 `--study v2` (the default): `evals/configs/continual_v2.yaml` (Qwen2.5-Coder-0.5B: ticket_routing ->
 date_normalize -> chain_sum), results in `evals/results/continual_v2/`; `--study v1`: the first study's
@@ -12,8 +12,8 @@ skipping finished runs. Then writes to the results folder:
   by the best accuracy either method reached on that task within the stage — with stage boundaries, and
   the raw accuracy with each stage's constant-answer baseline;
 - `<study>.json` + `<study>.md`: per stage and method the final and normalised accuracy, the runs that
-  stalled (ended at or below the constant answer) and the gain within the stage, over seeds with seeded
-  bootstrap 95% intervals; the paired per-seed differences FST − RL of the final accuracy and of the gain;
+  stalled (ended at or below the constant answer) and the gain within the stage, over seeds with 95%
+  t-intervals; the paired per-seed differences FST − RL of the final accuracy and of the gain;
   the KL to the base at the end of each stage, paired FST − RL and FST / RL; the forgetting matrices
   (accuracy on task i after stage j, from each run's `forgetting.json`); and the
   paper's claim (RL stalls on the second task, FST keeps learning), read on the paired final accuracy.
@@ -21,32 +21,29 @@ skipping finished runs. Then writes to the results folder:
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import fmt, reading, summary  # noqa: E402
-from runner import RESULTS, Job, driver_parser, load_cycles, report_seeds, run_jobs, write_report  # noqa: E402
+from evals.report import fmt, reading, summary
+from evals.runner import Job, Study, driver_parser, report_seeds, run_jobs, write_report
+from fst_prompt.rundir import CycleRecord, RunDir
 
-MODES = ("rl", "fst")
+MODES = ("rl", "fst")  # the two loop modes (fst_prompt/modes.py) this study sets side by side
 LABELS = {"rl": "RL", "fst": "FST"}
-STUDIES = {"v2": ("continual_v2", "evals/configs/continual_v2.yaml"),  # --study: results folder, config
-           "v1": ("continual", "evals/configs/continual.yaml")}
-STUDY, CONFIG = STUDIES["v2"]
+STUDIES = {"v2": Study(name="continual_v2", config="evals/configs/continual_v2.yaml"),  # --study
+           "v1": Study(name="continual", config="evals/configs/continual.yaml")}
 
 
-def jobs_for(seeds: list[int], modes: list[str]) -> list[Job]:
-    return [Job(STUDY, f"{mode}-s{seed}", ["run", CONFIG, "--set", f"loop.mode={mode}", "--set", f"seed={seed}"])
-            for seed in seeds for mode in modes]
+def jobs_for(study: Study, seeds: list[int], modes: list[str]) -> list[Job]:
+    return [study.job(f"{mode}-s{seed}", ["run", study.config, "--set", f"loop.mode={mode}",
+                                          "--set", f"seed={seed}"]) for seed in seeds for mode in modes]
 
 
-def analyse(seeds: list[int]) -> dict:
-    runs = {m: {s: load_cycles(RESULTS / STUDY / f"{m}-s{s}") for s in seeds
-                if (RESULTS / STUDY / f"{m}-s{s}" / "done.json").is_file()} for m in MODES}
-    stages = sorted({(c["stage"], c["task"]) for per in runs.values() for cs in per.values() for c in cs})
-    out: dict = {"seeds": seeds, "seeds_run": {m: sorted(per) for m, per in runs.items()}, "config": CONFIG,
+def analyse(study: Study, seeds: list[int]) -> dict:
+    runs = {m: {s: RunDir(study.folder / f"{m}-s{s}").cycles() for s in seeds
+                if (study.folder / f"{m}-s{s}" / "done.json").is_file()} for m in MODES}
+    stages = sorted({(c.stage, c.task) for per in runs.values() for cs in per.values() for c in cs})
+    out: dict = {"seeds": seeds, "seeds_run": {m: sorted(per) for m, per in runs.items()}, "config": study.config,
                  "stages": [t for _, t in stages], "per_stage": [],
                  "forgetting": {}, "curves": {}}
     for stage, task in stages:
@@ -58,16 +55,16 @@ def analyse(seeds: list[int]) -> dict:
         for m in MODES:
             norm_final, norm_mean, gains[m], finals[m], kls[m] = [], [], {}, {}, {}
             for s, cycles in runs[m].items():
-                peak = max(c["val_accuracy_best"] for per in runs.values() if s in per for c in per[s]
-                           if c["stage"] == stage)
-                mine = [c for c in cycles if c["stage"] == stage]
-                row["constant"] = next((c["val_majority_baseline"] for c in mine if "val_majority_baseline" in c),
+                peak = max(c.val_accuracy_best for per in runs.values() if s in per for c in per[s]
+                           if c.stage == stage)
+                mine = [c for c in cycles if c.stage == stage]
+                row["constant"] = next((c.val_majority_baseline for c in mine if c.val_majority_baseline is not None),
                                        row["constant"])
-                acc = [c["val_accuracy_best"] for c in mine]
+                acc = [c.val_accuracy_best for c in mine]
                 if not acc:
                     continue
                 finals[m][s] = acc[-1]
-                kls[m][s] = mine[-1]["kl"]  # on this stage's probe prompts
+                kls[m][s] = mine[-1].kl  # on this stage's probe prompts
                 gains[m][s] = acc[-1] - acc[0]  # a stall (0 → 0) counts: it is what the paper's claim is about
                 if peak > 0:  # normalised only where either method of this seed scored on the task
                     norm_final.append(acc[-1] / peak)
@@ -88,15 +85,13 @@ def analyse(seeds: list[int]) -> dict:
                                         geometric=True)
         out["per_stage"].append(row)
     for m in MODES:
-        matrices = [json.loads((RESULTS / STUDY / f"{m}-s{s}" / "forgetting.json").read_text()) for s in runs[m]]
+        matrices = [f for s in runs[m] if (f := RunDir(study.folder / f"{m}-s{s}").forgetting()) is not None]
         if matrices:
             tasks = matrices[0]["tasks"]
             mean = [[_mean([mat["after_stage"][j][i] for mat in matrices if mat["after_stage"][j][i] is not None])
                      for i in range(len(tasks))] for j in range(len(tasks))]
             out["forgetting"][m] = {"tasks": tasks, "after_stage": mean, "n": len(matrices)}
-        out["curves"][m] = {s: [{"step": c["rl_steps"], "stage": c["stage"], "task": c["task"],
-                                 "acc": c["val_accuracy_best"], "by_task": c["val_accuracy_by_task"], "kl": c["kl"]}
-                                for c in cycles] for s, cycles in runs[m].items()}
+        out["curves"][m] = {s: [_point(c) for c in cycles] for s, cycles in runs[m].items()}
     second = out["per_stage"][1] if len(out["per_stage"]) > 1 else None
     # The claim is read on the final accuracy, not on the gain within the stage: a stage's first evaluation comes
     # after its first cycle (FST's after a GEPA round and RL steps), so a method that learns the task within
@@ -109,6 +104,11 @@ def analyse(seeds: list[int]) -> dict:
             m: second[m]["stalled"] for m in MODES}, "ours": second["final_fst_minus_rl"],
         "reading": reading(second["final_fst_minus_rl"], better="above", null=0.0)}]
     return out
+
+
+def _point(c: CycleRecord) -> dict:
+    return {"step": c.rl_steps, "stage": c.stage, "task": c.task, "acc": c.val_accuracy_best,
+            "by_task": c.val_accuracy_by_task, "kl": c.kl}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -125,8 +125,10 @@ def _num(x: float | None) -> str:
 
 def markdown(a: dict) -> str:
     run = "; ".join(f"{m.upper()} {seeds}" for m, seeds in a["seeds_run"].items())
-    lines = [f"Seeds asked for: {a['seeds']}; finished runs: {run}. Means over seeds with a seeded 95% bootstrap "
-             "interval of the mean (n = runs). "
+    lines = [f"Seeds asked for: {a['seeds']}; finished runs: {run}. Means over seeds with the 95% t-interval of the "
+             "mean (n = runs, one a seed); the reading follows one rule (`fst_prompt.stats`): *confirmed* / "
+             "*refuted* only where the t-interval excludes no effect over ≥ 5 seeds or the exact sign-flip test "
+             "gives p < 0.05, otherwise *undecided*, with the direction in k of n seeds. "
              "Normalised = accuracy / the best accuracy either method reached on that task within the stage (same "
              "seed). Stalled = runs whose final accuracy on the stage's task is at or below its constant answer. "
              "Gain in stage = last minus first evaluation within the stage; the first evaluation comes after the "
@@ -213,16 +215,15 @@ def _constants(ax, a: dict) -> None:
 
 
 def main() -> None:
-    global STUDY, CONFIG
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     args = ap.parse_args()
-    STUDY, CONFIG = STUDIES[args.study]
+    study = STUDIES[args.study]
     if not args.report_only:
-        run_jobs(jobs_for(args.seeds, args.modes), parallel=args.jobs)
-    a = analyse(report_seeds([0, 1, 2], args))
-    write_report(STUDY, a, markdown(a), plot)
+        run_jobs(jobs_for(study, args.seeds, args.modes), parallel=args.jobs, allow_dirty=args.allow_dirty)
+    a = analyse(study, report_seeds([0, 1, 2], args))
+    write_report(study, a, markdown(a), plot)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Do the fast weights act? FST runs (mode fst) per task and seed: how many proposals GEPA accepts, and how
 much the best instruction beats the seed instruction under the same trained weights.
 
-    python evals/fast_weights.py [--tasks chain_sum ...] [--seeds 0 1 2] [--jobs 1] [--report-only]
+    python -m evals.fast_weights [--tasks chain_sum ...] [--seeds 0 1 2] [--jobs 1] [--report-only]
 
 Config: evals/configs/fast_weights.yaml (GEPA scored as RL samples: S rollouts a problem at the RL
 temperature; val n = 128, greedy). Per run: proposals accepted / evaluated over the run; at the last
@@ -12,15 +12,14 @@ Results in evals/results/fast_weights/.
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
-from runner import RESULTS, Job, report_scope, run_jobs, sets, task_driver_parser, write_report
+from evals.runner import Job, Study, report_scope, run_jobs, sets, task_driver_parser, write_report
+from fst_prompt.rundir import RunDir
 
-STUDY = "fast_weights"
+STUDY = Study(name="fast_weights", config="evals/configs/fast_weights.yaml")
 SEEDS = [0, 1, 2]
-CONFIG = "evals/configs/fast_weights.yaml"
 TASKS = ("chain_sum", "ticket_routing", "date_normalize")  # the tasks evals/headroom.py finds instruction headroom on
 # Per task, settings over the config (as in evals/headroom.py): ticket_routing runs on Qwen2.5-Coder-0.5B (SmolLM2
 # cannot follow a routing instruction), and its reflection prompt asks for the convention (the teams and their
@@ -35,34 +34,20 @@ CONVENTION_ON_QWEN = {"policy.model": "qwen2.5-coder-0.5b-instruct", "policy.max
 TASK_SETTINGS: dict[str, dict] = {"ticket_routing": CONVENTION_ON_QWEN, "date_normalize": CONVENTION_ON_QWEN}
 
 
-def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
-    return [Job(STUDY, f"{task}/fst-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set", f"seed={seed}",
-                                               *sets(TASK_SETTINGS.get(task, {}))])
+def jobs_for(study: Study, tasks: list[str], seeds: list[int]) -> list[Job]:
+    return [study.job(f"{task}/fst-s{seed}", ["run", study.config, "--set", f"task={task}", "--set", f"seed={seed}",
+                                              *sets(TASK_SETTINGS.get(task, {}))])
             for task in tasks for seed in seeds]
 
 
-def analyse(tasks: list[str], seeds: list[int]) -> dict:
-    from fst_prompt.plots import load_cycles
-
-    out: dict = {"config": CONFIG, "seeds": seeds, "tasks": {}}
+def analyse(study: Study, tasks: list[str], seeds: list[int]) -> dict:
+    out: dict = {"config": study.config, "seeds": seeds, "tasks": {}}
     for task in tasks:
         runs = {}
         for s in seeds:
-            results = RESULTS / STUDY / task / f"fst-s{s}"
-            if not (results / "done.json").is_file():
-                continue
-            last = load_cycles(results)[-1]
-            rounds = [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines() if line]
-            accepted = [p for r in rounds for p in r.get("proposals", []) if p["accepted"]]
-            tried = sum(r["proposals_tried"] for r in rounds)
-            runs[s] = {"accepted": sum(r["proposals_accepted"] for r in rounds), "tried": tried,
-                       "best": last["val_accuracy_best"], "seed": last["val_accuracy_seed"],
-                       "gain": last["val_accuracy_best"] - last["val_accuracy_seed"],
-                       "constant": last.get("val_majority_baseline"), "rl_steps": last["rl_steps"],
-                       "anchor_gains": [p.get("anchor_gain") for p in accepted],
-                       "val_gains": [p.get("val_gain") for p in accepted],
-                       "n": last.get("eval_n") or _eval_n(results), "fast_minutes": last["fast_seconds"] / 60,
-                       "slow_minutes": last["slow_seconds"] / 60}
+            results = study.folder / task / f"fst-s{s}"
+            if (results / "done.json").is_file():
+                runs[s] = _run(RunDir(results))
         if not runs:
             continue
         gains = [r["gain"] for r in runs.values()]
@@ -75,11 +60,19 @@ def analyse(tasks: list[str], seeds: list[int]) -> dict:
     return out
 
 
-def _eval_n(results: Path) -> int:
-    """Val n of a run that predates `eval_n` in metrics.jsonl: its config's."""
-    import yaml
-
-    return yaml.safe_load((results / "config.yaml").read_text())["loop"]["eval_n"]
+def _run(run: RunDir) -> dict:
+    """A finished run: GEPA's proposals over the run, and its last cycle's evaluation and ledger."""
+    last, rounds = run.cycles()[-1], run.rounds()
+    accepted = [p for r in rounds for p in r.proposals if p["accepted"]]
+    return {"accepted": sum(r.proposals_accepted for r in rounds), "tried": sum(r.proposals_tried for r in rounds),
+            "best": last.val_accuracy_best, "seed": last.val_accuracy_seed,
+            "gain": last.val_accuracy_best - last.val_accuracy_seed,
+            "constant": last.val_majority_baseline, "rl_steps": last.rl_steps,
+            "anchor_gains": [p.get("anchor_gain") for p in accepted],
+            "val_gains": [p.get("val_gain") for p in accepted],
+            # a run older than eval_n in its cycle records scored its config's loop.eval_n
+            "n": last.eval_n or run.config_data()["loop"]["eval_n"], "fast_minutes": last.ledger.fast_seconds / 60,
+            "slow_minutes": last.ledger.slow_seconds / 60}
 
 
 def _mean(values) -> float | None:
@@ -95,7 +88,7 @@ def markdown(a: dict) -> str:
     from fst_prompt.stats import with_interval as _ci
 
     lines = ["# Fast weights in FST runs", "",
-             f"Regenerate: `python evals/fast_weights.py` (config `{a['config']}`). Val accuracy (greedy,",
+             f"Regenerate: `python -m evals.fast_weights` (config `{a['config']}`). Val accuracy (greedy,",
              "n = 128) at the last cycle, best vs seed instruction under the same trained weights; proposals accepted",
              "/ evaluated over the run; overfitting check: accepted proposals' mean gain over their parent on the",
              "anchor (sampled scores) and on held-out val problems (same scoring). Brackets: 95% Wilson intervals.",
@@ -123,8 +116,8 @@ def plot(a: dict, out: Path) -> list[Path]:
 def main() -> None:
     args = task_driver_parser(__doc__, TASKS, SEEDS).parse_args()
     if not args.report_only:
-        run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs)
-    a = analyse(*report_scope(TASKS, SEEDS, args))  # running a few jobs does not shrink the report
+        run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+    a = analyse(STUDY, *report_scope(TASKS, SEEDS, args))  # running a few jobs does not shrink the report
     write_report(STUDY, a, markdown(a), plot)
 
 

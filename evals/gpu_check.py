@@ -1,6 +1,6 @@
 """The GPU path end to end, in under 10 minutes on one CUDA device:
 
-    python evals/gpu_check.py [--model smollm2-135m-instruct | --random-from DIR] [--out DIR]
+    python -m evals.gpu_check [--model smollm2-135m-instruct | --random-from DIR] [--out DIR]
 
 1. Placement: `fst eval`'s policy, the trainer's weights, the live policy, TRL's reference model and the KL
    probe's own base copy (rl.beta = 0) are on the GPU in `policy.dtype` (auto: bf16 there), and the trainer's
@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from fst_prompt.rundir import RunDir
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def run_config(model: str, endpoint: str, run_dir: Path, *, cycles: int, steps: int, beta: float = 1e-3) -> dict:
@@ -107,15 +108,14 @@ def timed_run(cfg: dict, env: dict | None = None) -> dict:
     wall = time.perf_counter() - t0
     if done.returncode != 0:
         return {"ok": False, "error": (done.stdout + done.stderr)[-3000:]}
-    run = Path(cfg["run_dir"])
-    steps = [json.loads(x) for x in (run / "steps.jsonl").read_text().splitlines()]
-    step_times = [s["step_time"] for s in steps if "step_time" in s]
-    last = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()][-1]
+    run = RunDir(cfg["run_dir"])
+    step_times = [s.logs["step_time"] for s in run.steps() if "step_time" in s.logs]
+    last = run.cycles()[-1]
     return {"ok": True, "wall_s": round(wall, 1), "rl_steps": len(step_times),
             "step_s_mean": round(statistics.mean(step_times), 3),
             "step_s_after_first": round(statistics.mean(step_times[1:]), 3) if len(step_times) > 1 else None,
-            "fast_s": round(last["fast_seconds"], 1), "slow_s": round(last["slow_seconds"], 1),
-            "val_accuracy_best": last["val_accuracy_best"], "kl": last["kl"], "console_tail": done.stdout[-1500:]}
+            "fast_s": round(last.ledger.fast_seconds, 1), "slow_s": round(last.ledger.slow_seconds, 1),
+            "val_accuracy_best": last.val_accuracy_best, "kl": last.kl, "console_tail": done.stdout[-1500:]}
 
 
 def main() -> int:

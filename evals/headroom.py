@@ -1,6 +1,6 @@
 """Instruction headroom: how much an instruction alone moves a task on frozen base weights.
 
-    python evals/headroom.py [--tasks chain_sum ...] [--seeds 0 1 2] [--jobs 1] [--report-only]
+    python -m evals.headroom [--tasks chain_sum ...] [--seeds 0 1 2] [--jobs 1] [--report-only]
 
 Per task, on the base weights, greedy, the first n val problems (n = 128): the constant-answer baseline,
 the seed instruction, a strong hand-written instruction (`HAND_WRITTEN`: one person's try), and the best
@@ -18,21 +18,11 @@ import json
 import statistics
 from pathlib import Path
 
-from runner import (
-    RESULTS,
-    ROOT,
-    Job,
-    eval_job,
-    report_scope,
-    run_jobs,
-    sets,
-    task_driver_parser,
-    write_report,
-)
+from evals.runner import Job, Study, eval_job, report_scope, run_jobs, sets, task_driver_parser, write_report
+from fst_prompt.rundir import RunDir
 
-STUDY = "headroom"
+STUDY = Study(name="headroom", config="evals/configs/headroom.yaml")
 SEEDS = [0, 1, 2]
-CONFIG = "evals/configs/headroom.yaml"
 TASKS = ("chain_sum", "ticket_routing", "date_normalize", "letter_counting", "simple_equations")
 # GEPA runs (an hour each) only where the screen (seed vs hand-written) shows room; RESULTS.md §2 lists the tasks
 # screened with `fst eval` alone (basic_arithmetic, leg_counting, number_sorting, spell_backward, decimal_chain_sum).
@@ -70,78 +60,71 @@ HAND_WRITTEN = {
 }
 
 
-def settings(task: str) -> dict:
+def settings(study: Study, task: str) -> dict:
     """The config as the task's runs see it (TASK_SETTINGS applied)."""
-    import yaml
-
-    cfg = yaml.safe_load((ROOT / CONFIG).read_text())
+    cfg = study.run_config()
     for key, value in TASK_SETTINGS.get(task, {}).items():
         section, leaf = key.split(".")
         cfg[section][leaf] = value
     return cfg
 
 
-def jobs_for(tasks: list[str], seeds: list[int]) -> list[Job]:
+def jobs_for(study: Study, tasks: list[str], seeds: list[int]) -> list[Job]:
     jobs = []
     for task in tasks:
-        cfg = settings(task)
-        jobs.append(eval_job(STUDY, f"{task}/seed", task, cfg))
-        jobs.append(eval_job(STUDY, f"{task}/seed-sampled", task, cfg, temperature=RL_TEMPERATURE))
+        cfg = settings(study, task)
+        jobs.append(eval_job(study, f"{task}/seed", task, cfg))
+        jobs.append(eval_job(study, f"{task}/seed-sampled", task, cfg, temperature=RL_TEMPERATURE))
         if task in HAND_WRITTEN:
-            jobs.append(eval_job(STUDY, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
-            jobs.append(eval_job(STUDY, f"{task}/hand-sampled", task, cfg, {"self": HAND_WRITTEN[task]},
+            jobs.append(eval_job(study, f"{task}/hand", task, cfg, {"self": HAND_WRITTEN[task]}))
+            jobs.append(eval_job(study, f"{task}/hand-sampled", task, cfg, {"self": HAND_WRITTEN[task]},
                                  temperature=RL_TEMPERATURE))
         if task in GEPA_TASKS:
-            jobs += [Job(STUDY, f"{task}/gepa-s{seed}", ["run", CONFIG, "--set", f"task={task}", "--set",
-                                                        f"seed={seed}", *sets(TASK_SETTINGS.get(task, {}))])
+            jobs += [study.job(f"{task}/gepa-s{seed}", ["run", study.config, "--set", f"task={task}", "--set",
+                                                       f"seed={seed}", *sets(TASK_SETTINGS.get(task, {}))])
                      for seed in seeds]
     return jobs
-
-
-def _budget(results: Path) -> int:
-    import yaml
-
-    return yaml.safe_load((results / "config.yaml").read_text())["gepa"]["max_metric_calls"]
 
 
 def _eval(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def analyse(tasks: list[str], seeds: list[int]) -> dict:
-    from fst_prompt.fast.population import Population
-    from fst_prompt.plots import load_cycles
-
-    out: dict = {"config": CONFIG, "seeds": seeds, "tasks": {}}
+def analyse(study: Study, tasks: list[str], seeds: list[int]) -> dict:
+    out: dict = {"config": study.config, "seeds": seeds, "tasks": {}}
     for task in tasks:
-        seed, hand, seed_t, hand_t = (_eval(RESULTS / STUDY / task / name / "eval.json")
+        seed, hand, seed_t, hand_t = (_eval(study.folder / task / name / "eval.json")
                                       for name in ("seed", "hand", "seed-sampled", "hand-sampled"))
         if seed is None:
             continue
-        row = {"n": seed["n"], "policy": settings(task)["policy"]["model"],
+        row = {"n": seed["n"], "policy": settings(study, task)["policy"]["model"],
                "constant": seed["majority_baseline"]["accuracy"],
                "constant_answer": seed["majority_baseline"]["answer"], "seed": seed["accuracy"],
                "hand": hand and hand["accuracy"], "hand_instruction": HAND_WRITTEN.get(task), "gepa": {},
                "seed_sampled": seed_t and seed_t["accuracy"], "hand_sampled": hand_t and hand_t["accuracy"]}
         for s in seeds:
-            results = RESULTS / STUDY / task / f"gepa-s{s}"
-            if not (results / "done.json").is_file():
-                continue
-            last, done = load_cycles(results)[-1], json.loads((results / "done.json").read_text())
-            state = json.loads((results / "state.json").read_text())
-            rounds = [json.loads(line) for line in (results / "rounds.jsonl").read_text().splitlines() if line]
-            row["gepa"][s] = {"val_accuracy": last["val_accuracy_best"], "seed_val_accuracy": last["val_accuracy_seed"],
-                              "instructions": Population.from_json(state["population"]).best().instructions,
-                              "accepted": sum(r["proposals_accepted"] for r in rounds),
-                              "tried": sum(r["proposals_tried"] for r in rounds),
-                              "metric_calls": sum(r["metric_calls"] for r in rounds),
-                              "budget": _budget(results), "commit": done.get("commit", "?"), "note": done.get("note"),
-                              "minutes": done["wall_seconds"] / 60}
+            results = study.folder / task / f"gepa-s{s}"
+            if (results / "done.json").is_file():
+                row["gepa"][s] = _gepa_run(results)
         accs = [g["val_accuracy"] for g in row["gepa"].values()]
         row["gepa_mean"] = statistics.fmean(accs) if accs else None
         row["gepa_beats_seed_by_0.10"] = sum(a >= row["seed"] + 0.10 and a > row["constant"] for a in accs)
         out["tasks"][task] = row
     return out
+
+
+def _gepa_run(results: Path) -> dict:
+    """A finished GEPA-only run: its best instruction, what its rounds tried and spent, and its job's record."""
+    from fst_prompt.fast.population import Population
+
+    run, done = RunDir(results), json.loads((results / "done.json").read_text())
+    last, rounds = run.cycles()[-1], run.rounds()
+    return {"val_accuracy": last.val_accuracy_best, "seed_val_accuracy": last.val_accuracy_seed,
+            "instructions": Population.from_json(run.load_state().population).best().instructions,
+            "accepted": sum(r.proposals_accepted for r in rounds), "tried": sum(r.proposals_tried for r in rounds),
+            "metric_calls": sum(r.metric_calls for r in rounds),
+            "budget": run.config_data()["gepa"]["max_metric_calls"], "commit": done.get("commit", "?"),
+            "note": done.get("note"), "minutes": done["wall_seconds"] / 60}
 
 
 def _f(x: float | None) -> str:
@@ -159,7 +142,7 @@ def markdown(a: dict) -> str:
     lines = [
         "# Instruction headroom on frozen base weights",
         "",
-        f"Regenerate: `python evals/headroom.py` (config `{a['config']}`). Val, greedy, the first n problems; the",
+        f"Regenerate: `python -m evals.headroom` (config `{a['config']}`). Val, greedy, the first n problems; the",
         "constant baseline is the best single answer (`fst_prompt/baselines.py`). GEPA: one gepa-mode `fst run` per",
         "seed: its best instruction's val accuracy (accepted/tried proposals, metric calls used/budget, wall minutes, "
         "the commit it ran). Sampled: the same instruction, one completion a problem at the RL temperature "
@@ -197,10 +180,10 @@ def plot(a: dict, out: Path) -> list[Path]:
 def main() -> None:
     args = task_driver_parser(__doc__, TASKS, SEEDS).parse_args()
     if not args.report_only:
-        run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs)
-    a = analyse(*report_scope(TASKS, SEEDS, args))  # running a few jobs does not shrink the report
+        run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+    a = analyse(STUDY, *report_scope(TASKS, SEEDS, args))  # running a few jobs does not shrink the report
     write_report(STUDY, a, markdown(a), plot)
-    (RESULTS / "HEADROOM.md").write_text(markdown(a) + "\n")
+    (STUDY.results_root / "HEADROOM.md").write_text(markdown(a) + "\n")
 
 
 if __name__ == "__main__":

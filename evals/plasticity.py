@@ -1,6 +1,6 @@
 """Study 3 — plasticity: fresh RL on task B from the base, RL-trained and FST-trained weights on task A.
 
-    python evals/plasticity.py [--study v2] [--seeds 0 1 2] [--jobs 1] [--report-only]
+    python -m evals.plasticity [--study v2] [--seeds 0 1 2] [--jobs 1] [--report-only]
 
 `--study v2` (the default): task A ticket_routing, task B date_normalize, from the compare_v2 study's runs
 and config; `--study v1`: chain_sum then letter_counting, from the first compare study's. Needs the compare
@@ -15,8 +15,8 @@ command) before starting from it, and the report sets that repeat's accuracy bes
 
 Writes to `evals/results/<study>/`: `plasticity.png` (task-B accuracy vs RL step per start, with the
 constant-answer baseline), `<study>.json` + `<study>.md` (accuracy at step 0, final accuracy and area under
-the curve — the mean accuracy over steps 0..M by the trapezoid rule — over seeds with bootstrap 95%
-intervals, the paired per-seed difference of the FST-trained start against the RL-trained one, and what each
+the curve — the mean accuracy over steps 0..M by the trapezoid rule — over seeds with 95% t-intervals,
+the paired per-seed difference of the FST-trained start against the RL-trained one, and what each
 run's RL steps had to learn from: the share of groups whose rollouts all scored the same).
 """
 
@@ -24,96 +24,97 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import fmt, reading, rl_signal, summary  # noqa: E402
-from runner import (  # noqa: E402
-    RESULTS,
-    ROOT,
-    Job,
-    driver_parser,
-    final_weights,
-    load_cycles,
-    report_seeds,
-    run_jobs,
-    write_report,
-)
-
-from fst_prompt.stats import mean_over_curve  # noqa: E402
+from evals.report import fmt, reading, rl_signal, summary
+from evals.runner import Job, Study, driver_parser, report_seeds, run_jobs, write_report
+from fst_prompt.rundir import RunDir
+from fst_prompt.stats import mean_over_curve
 
 STARTS = ("base", "rl", "fst")
-STUDIES = {  # --study: results folder, the compare study it starts from, its config, task A, task B
-    "v2": ("plasticity_v2", "compare_v2", "evals/configs/compare_v2.yaml", "ticket_routing", "date_normalize"),
-    "v1": ("plasticity", "compare", "evals/configs/compare.yaml", "chain_sum", "letter_counting"),
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlasticityStudy(Study):
+    compare: str  # the compare study whose task-A runs give the starting weights (its config is `config`)
+    task_a: str
+    task_b: str
+
+    def task_a_run(self, start: str, seed: int) -> Job:
+        """The compare study's task-A run of a start and seed (its results, its final weights)."""
+        return self.job(f"{self.task_a}/{start}-s{seed}", [], study=self.compare)
+
+
+STUDIES = {  # --study
+    "v2": PlasticityStudy(name="plasticity_v2", compare="compare_v2", config="evals/configs/compare_v2.yaml",
+                          task_a="ticket_routing", task_b="date_normalize"),
+    "v1": PlasticityStudy(name="plasticity", compare="compare", config="evals/configs/compare.yaml",
+                          task_a="chain_sum", task_b="letter_counting"),
 }
-STUDY, COMPARE, CONFIG, TASK_A, TASK_B = STUDIES["v2"]
 
 
-def label(start: str) -> str:
-    return "from base" if start == "base" else f"from {start.upper()} on {TASK_A}"
+def label(start: str, task_a: str) -> str:
+    return "from base" if start == "base" else f"from {start.upper()} on {task_a}"
 
 
-def start_weights(start: str, seed: int) -> Path:
+def start_weights(study: PlasticityStudy, start: str, seed: int) -> Path:
     """Task A's final weights: the compare run's, or this study's re-run of it where that run finished on another
     machine (its results are kept in evals/results, its weights only in that machine's runs/)."""
-    rerun = final_weights(STUDY, f"retrain-{start}-s{seed}")
-    return rerun if (rerun / "model.safetensors").is_file() else final_weights(COMPARE, f"{TASK_A}/{start}-s{seed}")
+    rerun = study.job(f"retrain-{start}-s{seed}", []).final_weights
+    return rerun if (rerun / "model.safetensors").is_file() else study.task_a_run(start, seed).final_weights
 
 
-def retrain_jobs(seeds: list[int]) -> list[Job]:
+def retrain_jobs(study: PlasticityStudy, seeds: list[int]) -> list[Job]:
     """Task-A runs to repeat for their weights: finished in the compare study, but their weights are not on this
     machine and the plasticity run that starts from them has not finished. Each repeats the compare run's own
     command (its `done.json`) as `retrain-<start>-s<seed>`; the report sets its accuracy beside the original's."""
     jobs = []
     for seed in seeds:
         for start in ("rl", "fst"):
-            original = RESULTS / COMPARE / TASK_A / f"{start}-s{seed}" / "done.json"
-            if (not original.is_file() or (start_weights(start, seed) / "model.safetensors").is_file()
-                    or Job(STUDY, f"{start}-s{seed}", []).done):
+            original = study.task_a_run(start, seed).results / "done.json"
+            if (not original.is_file() or (start_weights(study, start, seed) / "model.safetensors").is_file()
+                    or study.job(f"{start}-s{seed}", []).done):
                 continue
-            job = Job(STUDY, f"retrain-{start}-s{seed}", json.loads(original.read_text())["argv"])
+            job = study.job(f"retrain-{start}-s{seed}", json.loads(original.read_text())["argv"])
             if job.done:  # re-run on another machine before: its weights went with it, so run it again
                 shutil.rmtree(job.results)
-            print(f"{start}-s{seed}: {COMPARE}/{TASK_A}/{start}-s{seed} finished elsewhere and its weights are not "
-                  f"here: repeating it as {STUDY}/{job.name}", flush=True)
+            print(f"{start}-s{seed}: {study.compare}/{study.task_a}/{start}-s{seed} finished elsewhere and its "
+                  f"weights are not here: repeating it as {study.name}/{job.name}", flush=True)
             jobs.append(job)
     return jobs
 
 
-def jobs_for(seeds: list[int]) -> tuple[list[Job], list[Job]]:
+def jobs_for(study: PlasticityStudy, seeds: list[int]) -> tuple[list[Job], list[Job]]:
     """(step-0 evaluations, RL runs) for the trained starting points whose compare run has finished."""
-    import yaml
-
-    cfg = yaml.safe_load((ROOT / CONFIG).read_text())
+    cfg = study.run_config()
     evals, runs = [], []
     for seed in seeds:
         for start in ("rl", "fst"):
-            if Job(STUDY, f"{start}-s{seed}", []).done and Job(STUDY, f"start-{start}-s{seed}", []).done:
+            if study.job(f"{start}-s{seed}", []).done and study.job(f"start-{start}-s{seed}", []).done:
                 continue  # finished: its starting weights are no longer needed
-            weights = start_weights(start, seed)
+            weights = start_weights(study, start, seed)
             if not (weights / "model.safetensors").is_file():
-                print(f"skipping {start}-s{seed}: {COMPARE}/{TASK_A}/{start}-s{seed} has not finished "
-                      f"(python evals/compare.py --tasks {TASK_A} --seeds {seed} --modes {start})")
+                print(f"skipping {start}-s{seed}: {study.compare}/{study.task_a}/{start}-s{seed} has not finished "
+                      f"(python -m evals.compare --tasks {study.task_a} --seeds {seed} --modes {start})")
                 continue
-            rl_weights = start_weights("rl", seed)
+            rl_weights = start_weights(study, "rl", seed)
             if (start == "fst" and (rl_weights / "model.safetensors").is_file()
                     and _sha256(weights) == _sha256(rl_weights)):
                 # GEPA accepted nothing in that FST run, so it trained exactly as RL did: reuse RL's start
-                marker = RESULTS / STUDY / f"fst-s{seed}" / "same_as.json"
+                marker = study.folder / f"fst-s{seed}" / "same_as.json"
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.write_text(json.dumps({"same_weights_as": f"rl-s{seed}", "sha256": _sha256(weights)}))
                 continue
-            job = Job(STUDY, f"start-{start}-s{seed}", [])
-            job.argv = ["eval", "--task", TASK_B, "--model", str(weights), "--split", "val",
+            job = study.job(f"start-{start}-s{seed}", [])
+            job.argv = ["eval", "--task", study.task_b, "--model", str(weights), "--split", "val",
                         "--n", str(cfg["loop"]["eval_n"]),
                         "--max-new-tokens", str(cfg["policy"]["max_new_tokens"]),
                         "--out", str(job.results / "eval.json")]
             evals.append(job)
-            runs.append(Job(STUDY, f"{start}-s{seed}", [
-                "run", CONFIG, "--set", f"task={TASK_B}", "--set", "loop.mode=rl", "--set", f"policy.model={weights}",
-                "--set", f"seed={seed}"]))
+            runs.append(study.job(f"{start}-s{seed}", [
+                "run", study.config, "--set", f"task={study.task_b}", "--set", "loop.mode=rl",
+                "--set", f"policy.model={weights}", "--set", f"seed={seed}"]))
     return evals, runs
 
 
@@ -127,22 +128,23 @@ def _sha256(weights: Path) -> str:
     return digest.hexdigest()
 
 
-def results_of(start: str, seed: int) -> tuple[Path, Path]:
+def results_of(study: PlasticityStudy, start: str, seed: int) -> tuple[Path, Path]:
     """(the RL run's results, its step-0 evaluation's) for a start and seed."""
-    if (RESULTS / STUDY / f"{start}-s{seed}" / "same_as.json").is_file():  # byte-identical starting weights
+    if (study.folder / f"{start}-s{seed}" / "same_as.json").is_file():  # byte-identical starting weights
         start = "rl"
     if start == "base":
-        return RESULTS / COMPARE / TASK_B / f"rl-s{seed}", RESULTS / COMPARE / TASK_B / "base"
-    return RESULTS / STUDY / f"{start}-s{seed}", RESULTS / STUDY / f"start-{start}-s{seed}"
+        compare = study.results_root / study.compare / study.task_b
+        return compare / f"rl-s{seed}", compare / "base"
+    return study.folder / f"{start}-s{seed}", study.folder / f"start-{start}-s{seed}"
 
 
-def curve(start: str, seed: int) -> list[dict] | None:
-    run, step0 = results_of(start, seed)
+def curve(study: PlasticityStudy, start: str, seed: int) -> list[dict] | None:
+    run, step0 = results_of(study, start, seed)
     if not (run / "done.json").is_file() or not (step0 / "eval.json").is_file():
         return None
     points = [{"step": 0, "acc": json.loads((step0 / "eval.json").read_text())["accuracy"]}]
-    return points + [{"step": c["rl_steps"], "acc": c["val_accuracy_best"], "constant": c.get("val_majority_baseline")}
-                     for c in load_cycles(run)]
+    return points + [{"step": c.rl_steps, "acc": c.val_accuracy_best, "constant": c.val_majority_baseline}
+                     for c in RunDir(run).cycles()]
 
 
 def auc(points: list[dict]) -> float:
@@ -150,14 +152,16 @@ def auc(points: list[dict]) -> float:
     return mean_over_curve([p["step"] for p in points], [p["acc"] for p in points])
 
 
-def analyse(seeds: list[int]) -> dict:
-    out: dict = {"seeds": seeds, "task_a": TASK_A, "task_b": TASK_B, "config": CONFIG, "starts": {},
-                 "fst_same_as_rl": [s for s in seeds if (RESULTS / STUDY / f"fst-s{s}" / "same_as.json").is_file()]}
-    curves = {start: {s: c for s in seeds if (c := curve(start, s))} for start in STARTS}
+def analyse(study: PlasticityStudy, seeds: list[int]) -> dict:
+    out: dict = {"seeds": seeds, "task_a": study.task_a, "task_b": study.task_b, "config": study.config,
+                 "starts": {},
+                 "fst_same_as_rl": [s for s in seeds if (study.folder / f"fst-s{s}" / "same_as.json").is_file()]}
+    curves = {start: {s: c for s in seeds if (c := curve(study, start, s))} for start in STARTS}
     for start in STARTS:
         runs = curves[start]
         out["starts"][start] = {"curves": runs, "n": len(runs),
-                                "signal": {s: sig for s in runs if (sig := rl_signal(results_of(start, s)[0]))},
+                                "signal": {s: sig for s in runs
+                                           if (sig := rl_signal(results_of(study, start, s)[0]))},
                                 "start_accuracy": summary([c[0]["acc"] for c in runs.values()]),
                                 "final_accuracy": summary([c[-1]["acc"] for c in runs.values()]),
                                 "auc": summary([auc(c) for c in runs.values()])}
@@ -166,34 +170,40 @@ def analyse(seeds: list[int]) -> dict:
                            "final": summary([curves["fst"][s][-1]["acc"] - curves["rl"][s][-1]["acc"] for s in both]),
                            "auc": summary([auc(curves["fst"][s]) - auc(curves["rl"][s]) for s in both])}
     out["fst_minus_rl"]["reading"] = reading(out["fst_minus_rl"]["auc"], better="above", null=0.0)
+    out["fst_minus_rl"]["reading_final"] = reading(out["fst_minus_rl"]["final"], better="above", null=0.0)
     constants = [p["constant"] for per in curves.values() for c in per.values() for p in c[1:] if p.get("constant")]
     out["constant"] = constants[-1] if constants else None
     out["retrained"] = {}  # task-A runs repeated for their weights: final accuracy here and in the compare study
-    for run in sorted((RESULTS / STUDY).glob("retrain-*")):
+    for run in sorted(study.folder.glob("retrain-*")):
         if (run / "done.json").is_file():
             name = run.name.removeprefix("retrain-")
-            final = {where: load_cycles(r)[-1]["val_accuracy_best"]
-                     for where, r in (("here", run), ("original", RESULTS / COMPARE / TASK_A / name))}
+            original = study.results_root / study.compare / study.task_a / name
+            final = {where: RunDir(r).cycles()[-1].val_accuracy_best for where, r in (("here", run),
+                                                                                     ("original", original))}
             out["retrained"][name] = final
     return out
 
 
 def markdown(a: dict) -> str:
     constant = "not recorded by these runs" if a["constant"] is None else f"{a['constant']:.3f}"
-    lines = [f"Fresh RL on {a['task_b']} (val accuracy, greedy); means over seeds with a seeded 95% bootstrap "
-             f"interval (n = runs). Constant answer on {a['task_b']}: {constant}.", "",
+    lines = [f"Fresh RL on {a['task_b']} (val accuracy, greedy); means over seeds with the 95% t-interval of the "
+             "mean (n = runs, one a seed); readings by one rule (`fst_prompt.stats`): *confirmed* / *refuted* only "
+             "where the t-interval excludes no effect over ≥ 5 seeds or the exact sign-flip test gives p < 0.05, "
+             f"otherwise *undecided*, with the direction in k of n seeds. Constant answer on {a['task_b']}: "
+             f"{constant}.", "",
              f"| start | {a['task_b']} at step 0 | final | area under curve (mean accuracy) |", "|---|---|---|---|"]
     for start, r in a["starts"].items():
-        lines.append(f"| {label(start)} | {fmt(r['start_accuracy'])} | {fmt(r['final_accuracy'])} | {fmt(r['auc'])} |")
+        lines.append(f"| {label(start, a['task_a'])} | {fmt(r['start_accuracy'])} | {fmt(r['final_accuracy'])} | "
+                     f"{fmt(r['auc'])} |")
     d = a["fst_minus_rl"]
     lines += ["", f"Paired per seed, FST-trained start − RL-trained start (seeds {d['seeds']}): final "
-                  f"{fmt(d['final'])}, area under curve {fmt(d['auc'])}; FST's start keeps more plasticity: "
-                  f"{d['reading']}."]
+                  f"{fmt(d['final'])}, area under curve {fmt(d['auc'])}. FST's start keeps more plasticity: "
+                  f"in final accuracy {d['reading_final']}; in area under the curve {d['reading']}."]
     lines += ["", "Per seed (accuracy at each evaluation from step 0): " + "; ".join(
         f"{start} s{s}: " + " ".join(f"{p['acc']:.3f}" for p in c)
         for start, r in a["starts"].items() for s, c in r["curves"].items())]
-    signal = [f"| {label(start)} s{s} | {g['zero_std']:.0%} | {g['steps_with_signal']}/{g['steps']} | "
-              f"{g['reward']:.3f} |" for start, r in a["starts"].items() for s, g in r["signal"].items()]
+    signal = [f"| {label(start, a['task_a'])} s{s} | {g['zero_std']:.0%} | {g['steps_with_signal']}/{g['steps']} "
+              f"| {g['reward']:.3f} |" for start, r in a["starts"].items() for s, g in r["signal"].items()]
     if signal:  # runs older than steps.jsonl have none
         lines += ["", "What the RL steps had to learn from (steps.jsonl), per seed: groups whose rollouts all scored "
                       "the same (no gradient from the advantage); steps with a group that did not; mean reward per "
@@ -220,7 +230,7 @@ def plot(a: dict, out: Path) -> list[Path]:
     for start, color in zip(STARTS, ("C2", "C0", "C1"), strict=True):
         for i, c in enumerate(a["starts"][start]["curves"].values()):
             ax.plot([p["step"] for p in c], [p["acc"] for p in c], marker="o", color=color, alpha=0.8,
-                    label=label(start) if i == 0 else None)
+                    label=label(start, a["task_a"]) if i == 0 else None)
     if a["constant"] is not None:
         ax.axhline(a["constant"], color="grey", ls=":", lw=1, label=f"constant answer {a['constant']:.3f}")
     ax.set(xlabel=f"RL steps on {a['task_b']}", ylabel=f"val accuracy on {a['task_b']}")
@@ -233,17 +243,16 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
-    global STUDY, COMPARE, CONFIG, TASK_A, TASK_B
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
     args = ap.parse_args()
-    STUDY, COMPARE, CONFIG, TASK_A, TASK_B = STUDIES[args.study]
+    study = STUDIES[args.study]
     if not args.report_only:
-        run_jobs(retrain_jobs(args.seeds), parallel=args.jobs)
-        evals, runs = jobs_for(args.seeds)
-        run_jobs(evals + runs, parallel=args.jobs)
-    a = analyse(report_seeds([0, 1, 2], args))
-    write_report(STUDY, a, markdown(a), plot)
+        run_jobs(retrain_jobs(study, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+        evals, runs = jobs_for(study, args.seeds)
+        run_jobs(evals + runs, parallel=args.jobs, allow_dirty=args.allow_dirty)
+    a = analyse(study, report_seeds([0, 1, 2], args))
+    write_report(study, a, markdown(a), plot)
 
 
 if __name__ == "__main__":

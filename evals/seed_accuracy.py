@@ -1,6 +1,6 @@
 """Seed-instruction accuracy of a model on every shipped task (the starting point FST improves on).
 
-    python evals/seed_accuracy.py [--model smollm2-135m-instruct] [--split val] [--n 64]
+    python -m evals.seed_accuracy [--model smollm2-135m-instruct] [--split val] [--n 64]
 
 Writes evals/results/seed_accuracy-<model>.json and prints a Markdown table.
 """

@@ -25,12 +25,15 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fst_prompt.baselines import Baseline, majority_baseline
+from fst_prompt import __version__
 from fst_prompt.config import PolicyConfig
 from fst_prompt.distributed import launched_processes
 from fst_prompt.state import write_json_atomic
+
+if TYPE_CHECKING:  # DSPy (and litellm under it) is imported only after main() has set OFFLINE_ENV
+    from fst_prompt.baselines import Baseline
 
 _POLICY = PolicyConfig.model_fields  # `fst eval` defaults = the run config's
 
@@ -51,7 +54,15 @@ def filter_warnings() -> None:
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
+# Set by the command for its own process, before DSPy is first imported (a user's explicit setting wins): litellm
+# otherwise fetches its price list from the network at import (5 s time-outs and warnings offline); tokenizers warn
+# after a fork. Importing the package sets nothing; the built-in models load from local files only (models.py).
+OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "TOKENIZERS_PARALLELISM": "false"}
+
+
 def main(argv: list[str] | None = None) -> int:
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
     code = _command(argv)
     if launched_processes() > 1:
         _leave_now(code)
@@ -145,13 +156,15 @@ def _first_line(error: BaseException) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fst", description="Fast-Slow Training for LLMs.")
     parser.add_argument("--debug", action="store_true", help="print the full traceback of any error")
+    parser.add_argument("--version", action="version", version=f"fst-prompt {__version__}")
     common = argparse.ArgumentParser(add_help=False)  # so that `fst run x.yaml --debug` works too
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("eval", parents=[common], help="evaluate a task's program on a model")
     ev.add_argument("--task", required=True, help="task name in programs/ or path to a task .py file")
-    ev.add_argument("--model", default="smollm2-135m-instruct", help="model name or HF folder")
+    ev.add_argument("--model", default="smollm2-135m-instruct",
+                    help="built-in model name (see `fst models`), Hugging Face hub id org/name, or HF model folder")
     ev.add_argument("--split", default="val", choices=["train", "val", "test"])
     ev.add_argument("--n", type=_positive, default=64, help="evaluate the first n examples of the split")
     ev.add_argument("--prompt", type=Path, help="prompts.json with the instructions to use")
@@ -199,6 +212,7 @@ def _config_command(sub: Any, common: argparse.ArgumentParser, name: str, mode: 
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from fst_prompt.baselines import majority_baseline
     from fst_prompt.programs import load_task
 
     task = load_task(args.task)
@@ -210,6 +224,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out and args.out.exists() and args.out.is_dir():
         raise ValueError(f"--out {args.out} is a directory; give a file path")
 
+    from fst_prompt.models import resolve_model
+
+    resolve_model(args.model)  # a model that cannot be found fails here, before torch loads (a found one is cached)
     from fst_prompt.evaluate import evaluate
     from fst_prompt.policy import Policy, Sampling
 
@@ -230,9 +247,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides = args.overrides + ([f"loop.mode={args.mode}"] if args.mode else [])
     config = load_config(args.config, overrides)  # validated before the (slow) import of the loop
     args.log_dir = Path(config.run_dir)
-    from fst_prompt.loop import run_loop
+    from fst_prompt.api import run
 
-    run_loop(config, resume=args.resume)
+    run(config, resume=args.resume)
     return 0
 
 
@@ -312,5 +329,4 @@ def _positive(text: str) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     sys.exit(main())

@@ -105,6 +105,18 @@ class ReflectionConfig(Strict):
             raise ValueError(f"the template must contain {missing}")
         return v
 
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v) if v is not None else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            # the message never repeats the value: a URL can carry a password or a key in its query
+            raise ValueError("must be an http(s) URL of an OpenAI-compatible endpoint, e.g. "
+                             "http://127.0.0.1:8080/v1, or unset (null) for the local llama.cpp server")
+        return v
+
     @field_validator("api_key_env")
     @classmethod
     def _not_a_key(cls, v: str | None) -> str | None:
@@ -373,11 +385,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None, model: typ
             node[leaf] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {key}=...: the value is not valid YAML ({e.problem})") from None
+    return validate_config(data, model or RunConfig, source=str(path))
+
+
+def validate_config(data: dict[str, Any], model: type[BaseModel] | None = None, *, source: str = "the config") -> Any:
+    """`data` as a validated config, or a `ConfigError` naming every bad field (and, for a typo, the closest)."""
+    model = model or RunConfig
     try:
-        return (model or RunConfig).model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        lines = [f"  {'.'.join(map(str, err['loc']))}: {_message(err, model or RunConfig)}" for err in e.errors()]
-        raise ConfigError(f"{path} is not a valid config:\n" + "\n".join(lines)) from None
+        lines = [f"  {'.'.join(map(str, err['loc']))}: {_message(err, model)}" for err in e.errors()]
+        raise ConfigError(f"{source} is not a valid config:\n" + "\n".join(lines)) from None
 
 
 def _message(error: Any, model: type[BaseModel]) -> str:

@@ -14,12 +14,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
 from fst_prompt.state import append_jsonl
+
+if TYPE_CHECKING:
+    from fst_prompt.fast.reflection import Proposer
+    from fst_prompt.slow.trainer import PopulationGRPOTrainer
 
 TRACKER_PREFIX = "fst/"  # per-cycle metrics sent to the tracker; StepLog does not keep them
 
@@ -48,7 +52,8 @@ class StepLog(TrainerCallback):
     def __init__(self, path: Path, *, progress: bool = True) -> None:
         self.path, self.progress = Path(path), progress
         self.tags: dict[str, Any] = {}
-        self.trainer: Any = None  # its `last_batch` (problems used, population) joins each step's record
+        # its `last_batch` (problems used, population) joins each step's record
+        self.trainer: PopulationGRPOTrainer | None = None
         self.bar: tqdm | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -71,7 +76,7 @@ class StepLog(TrainerCallback):
             self.bar = None
 
 
-def to_tracker(trainer: Any, record: dict[str, Any]) -> None:
+def to_tracker(trainer: PopulationGRPOTrainer | None, record: dict[str, Any]) -> None:
     """The cycle's numbers (val accuracy, KL, ledger) to the trainer's tracker (`rl.report_to`), if any.
 
     Skipped when the trainer has not trained in this process (a resume straight into an evaluation): the
@@ -87,7 +92,7 @@ class RoundProgress:
     """The GEPA round's bar (a gepa callback): metric calls spent of the budget, proposals tried/accepted,
     best anchor score."""
 
-    def __init__(self, budget: int, proposer: Any, *, show: bool) -> None:
+    def __init__(self, budget: int, proposer: Proposer, *, show: bool) -> None:
         self.proposer, self.tried0 = proposer, proposer.outcomes["proposed"]
         self.accepted, self.best = 0, 0.0
         self.bar = tqdm(total=budget, desc="  GEPA round", unit="call", disable=not show, leave=False,

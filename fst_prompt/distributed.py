@@ -13,7 +13,10 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from trl import GRPOTrainer
 
 T = TypeVar("T")
 
@@ -103,7 +106,7 @@ class Processes:
 
 
 @contextlib.contextmanager
-def generating(trainer: Any) -> Iterator[None]:
+def generating(trainer: GRPOTrainer | None) -> Iterator[None]:
     """Around the main process's own generation (GEPA round, evaluation, KL probe) with a trainer's model:
     TRL's `unwrap_model_for_generation`, which every process enters (under DeepSpeed ZeRO-3 it gathers the
     sharded weights, a collective); without a trainer, nothing."""

@@ -16,26 +16,28 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+
+import dspy
 
 from fst_prompt.config import RunConfig, load_config
 from fst_prompt.fast.population import Population
 from fst_prompt.programs import load_task
+from fst_prompt.rundir import CycleRecord, RunDir
 from fst_prompt.stages import checkpoint_dir
-from fst_prompt.state import RunState, last_complete_checkpoint, read_jsonl, write_json_atomic, write_text_atomic
+from fst_prompt.state import RunState, last_complete_checkpoint, write_json_atomic, write_text_atomic
 
 # Trainer state in a TRL checkpoint that a model folder does not need.
 _TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
 
 
 def export_run(run_dir: Path, out: Path) -> list[Path]:
-    run_dir, out = Path(run_dir), Path(out)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir / 'config.yaml'} does not exist: is {run_dir} a `fst run` directory?")
-    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
-        raise ValueError(f"--out {out} is inside the run directory {run_dir}; export writes nothing there")
-    config: RunConfig = load_config(run_dir / "config.yaml")
-    state = RunState.load(run_dir)
+    run, out = RunDir(run_dir), Path(out)
+    if not run.is_run():
+        raise FileNotFoundError(f"{run.config_path} does not exist: is {run.path} a `fst run` directory?")
+    if out.resolve() == run.path.resolve() or run.path.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} is inside the run directory {run.path}; export writes nothing there")
+    config: RunConfig = load_config(run.config_path)
+    state = run.load_state()
     population = Population.from_json(state.population)
     best = population.best()
     out.mkdir(parents=True, exist_ok=True)
@@ -43,21 +45,37 @@ def export_run(run_dir: Path, out: Path) -> list[Path]:
     write_json_atomic(out / "prompts.json", {"instructions": best.instructions, "best_id": best.id,
                                              "population": population.to_json()})
     written = [out / "prompts.json"]
-    for spec in config.stages():
-        task = load_task(spec.task, **spec.task_kwargs)
-        path = out / (f"program-{task.name}.json" if config.schedule else "program.json")
-        task.with_instructions(best.instructions).save(str(path))
+    for name, program in _programs(run, config):
+        path = out / (f"program-{name}.json" if config.schedule else "program.json")
+        _with_instructions(program, best.instructions).save(str(path))
         written.append(path)
-    model_dir = _copy_last_checkpoint(_last_checkpoint(run_dir, config), out / "model")
+    model_dir = _copy_last_checkpoint(_last_checkpoint(run, config), out / "model")
     if model_dir:
         written.append(model_dir)
-    last = _last_metrics(run_dir)
-    write_text_atomic(out / "README.md", _model_card(config, state, best.instructions, last, model_dir))
+    cycles = run.cycles() if run.has_cycles() else []
+    write_text_atomic(out / "README.md", _model_card(config, state, best.instructions, cycles[-1] if cycles else None,
+                                                     model_dir))
     written.append(out / "README.md")
     return written
 
 
-def _last_checkpoint(run_dir: Path, config: RunConfig) -> str | None:
+def _programs(run: RunDir, config: RunConfig) -> list[tuple[str, dspy.Module]]:
+    """Each task's DSPy program: the one a Python run saved (`FST.compile`), else the task file's."""
+    if run.program_dir.is_dir():
+        return [(config.task or "program", dspy.load(str(run.program_dir), allow_pickle=True))]
+    tasks = [load_task(spec.task, **spec.task_kwargs) for spec in config.stages()]
+    return [(task.name, task.program) for task in tasks]
+
+
+def _with_instructions(program: dspy.Module, instructions: dict[str, str]) -> dspy.Module:
+    program = program.deepcopy()
+    for name, predictor in program.named_predictors():
+        if name in instructions:
+            predictor.signature = predictor.signature.with_instructions(instructions[name])
+    return program
+
+
+def _last_checkpoint(run_dir: RunDir, config: RunConfig) -> str | None:
     """The last complete checkpoint of the last stage that has one (read only: nothing is cleaned up)."""
     for index in reversed(range(len(config.stages()))):
         folder = checkpoint_dir(run_dir, config, index)
@@ -78,23 +96,20 @@ def _copy_last_checkpoint(last: str | None, dest: Path) -> Path | None:
     return dest
 
 
-def _last_metrics(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "metrics.jsonl"
-    records = read_jsonl(path) if path.is_file() else []
-    return records[-1] if records else {}
-
-
-def _model_card(config: Any, state: RunState, instructions: dict[str, str], last: dict[str, Any],
+def _model_card(config: RunConfig, state: RunState, instructions: dict[str, str], last: CycleRecord | None,
                 model_dir: Path | None) -> str:
     ledger = state.ledger
+    def measured(value: float | None) -> float | str:
+        return "n/a" if value is None or last is None else value
+
     rows = "\n".join(f"| {k} | {v} |" for k, v in (
         ("mode", config.loop.mode), ("policy", config.policy.model), ("cycles completed", state.cycle),
         ("RL steps", ledger.rl_steps), ("RL rollouts", ledger.rl_rollouts), ("GEPA rollouts", ledger.gepa_rollouts),
         ("proposals accepted / tried", f"{ledger.proposals_accepted} / {ledger.proposals_tried}"),
-        ("val accuracy, best instruction", last.get("val_accuracy_best", "n/a")),
-        ("val accuracy, seed instruction", last.get("val_accuracy_seed", "n/a")),
-        ("val accuracy, constant answer", last.get("val_majority_baseline", "n/a")),
-        ("KL to base (probe, nats/sequence)", last.get("kl", "n/a")),
+        ("val accuracy, best instruction", measured(last and last.val_accuracy_best)),
+        ("val accuracy, seed instruction", measured(last and last.val_accuracy_seed)),
+        ("val accuracy, constant answer", measured(last and last.val_majority_baseline)),
+        ("KL to base (probe, nats/sequence)", measured(last and last.kl)),
         ("fast / slow wall time (s)", f"{ledger.fast_seconds:.0f} / {ledger.slow_seconds:.0f}")))
     prompts = "\n".join(f"- `{name}`:\n\n```\n{text}\n```" for name, text in instructions.items())
     if model_dir:
@@ -104,8 +119,12 @@ def _model_card(config: Any, state: RunState, instructions: dict[str, str], last
         weights = "No weights: this run only evolved instructions (gepa mode)."
     tasks = " → ".join(spec.task for spec in config.stages())
     return (f"# {tasks}: trained with fst-prompt ({config.loop.mode})\n\n"
-            f"Measured by the run (val split, n = {config.loop.eval_n}):\n\n| | |\n|---|---|\n{rows}\n\n"
+            f"Measured by the run (val split, n = {_n(last, config)}):\n\n| | |\n|---|---|\n{rows}\n\n"
             f"## Learned instructions\n\n{prompts}\n\n## Files\n\n{weights} `program.json` loads into the task's "
             "DSPy module with `program.load(...)` (one `program-<task>.json` per task for a continual run); "
             "`prompts.json` holds the population with its scores.\n\n"
             "Base model license: Apache-2.0 (see the model folder's LICENSE / NOTICE).\n")
+
+
+def _n(last: CycleRecord | None, config: RunConfig) -> int:
+    return last.eval_n if last is not None and last.eval_n is not None else config.loop.eval_n

@@ -1,11 +1,17 @@
-"""Figures from one or several run directories (PNG, matplotlib):
+"""Figures from one or several run directories (PNG, matplotlib), read only through `RunDir`:
 
-- accuracy.png: val accuracy (best instruction) vs RL step, and vs total policy rollouts (RL + GEPA), with
-  the constant-answer baseline of each task as a dashed line (runs that record it);
-- kl_vs_accuracy.png: KL(pi || pi_base) on the probe set vs val accuracy, one point per cycle;
-- fast_weights.png: accepted proposals and population size per cycle;
+- accuracy.png: val accuracy vs RL step, and vs total policy rollouts (RL + GEPA), with the best instruction
+  (solid) and the seed instruction (dashed, lighter) of each run, each point with its 95% Wilson interval
+  (runs that record eval_n), starting from step 0 (base weights, seed instruction; runs that record
+  start.json), and the constant-answer baseline of each task as a dotted line (runs that record it);
+- kl_vs_accuracy.png: KL(pi || pi_base) on the probe set, with its standard error, vs val accuracy with its
+  Wilson interval, one point per cycle (and the start, at KL 0), each labelled with its cycle number;
+- fast_weights.png: accepted proposals and population size per cycle (cycles numbered from 1, as the console);
 - rl_steps.png (runs that train): reward per RL step, overall and per context of the population, and the
-  fraction of zero-variance groups (which give no gradient), from `steps.jsonl`.
+  fraction of zero-variance groups (which give no gradient).
+
+Each run keeps one colour in every figure. The figure builders return the matplotlib `Figure` (no pyplot, no
+global backend), so a test can read the plotted data before anything is saved.
 
     fst plot runs/fst runs/rl --out runs/plots
 
@@ -14,119 +20,218 @@ It only reads the run directories.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fst_prompt.state import read_jsonl
+from fst_prompt.rundir import CycleRecord, RunDir, StepRecord
+from fst_prompt.stats import wilson
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+BEST, SEED = {"ls": "-", "alpha": 1.0}, {"ls": "--", "alpha": 0.45}  # how the two instructions are drawn
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the figures draw of one run directory."""
+
+    label: str
+    color: str
+    cycles: list[CycleRecord]
+    start: CycleRecord | None  # the evaluation before any training (runs older than it: None)
+    steps: list[StepRecord]
+
+    @property
+    def points(self) -> list[CycleRecord]:
+        """The evaluations in order: the start when recorded, then each cycle."""
+        return ([self.start] if self.start else []) + self.cycles
 
 
 def load_cycles(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a `fst run` directory (one that finished a "
-                                "cycle)?")
-    by_cycle = {}
-    for record in read_jsonl(path):
-        by_cycle[record["cycle"]] = record  # a cycle evaluated twice (crash + resume): the last one counts
-    return [by_cycle[c] for c in sorted(by_cycle)]
+    """The cycles of a run as JSON dicts: kept for scripts written against 0.1. New code should use
+    `RunDir(run_dir).cycles()`, which gives typed `CycleRecord`s."""
+    return [c.to_json() for c in RunDir(run_dir).cycles()]
 
 
-def load_steps(run_dir: Path) -> list[dict[str, Any]]:
-    """TRL's per-step log records of a run, in RL-step order (a step logged twice after a resume: the last)."""
-    path = Path(run_dir) / "steps.jsonl"
-    if not path.is_file():
-        return []
-    by_step = {}
-    for record in read_jsonl(path):
-        if "reward" in record:  # the end-of-training summary has no reward
-            by_step[(record.get("stage", 0), record["step"])] = record
-    return [by_step[k] for k in sorted(by_step)]
+def load_runs(run_dirs: list[Path]) -> list[Run]:
+    """The runs to draw, labelled `name (mode)` (a name given twice: numbered), one colour each."""
+    dirs = [RunDir(d) for d in run_dirs]
+    cycles = [d.cycles() for d in dirs]
+    labels = [f"{d.path.name} ({c[0].mode})" if c else d.path.name for d, c in zip(dirs, cycles, strict=True)]
+    labels = [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+    return [Run(label, f"C{i % 10}", c, d.start(), d.steps())
+            for i, (label, d, c) in enumerate(zip(labels, dirs, cycles, strict=True))]
 
 
 def plot_runs(run_dirs: list[Path], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [_label(Path(d)) for d in run_dirs]
-    labels = [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
-    runs = {label: load_cycles(Path(d)) for label, d in zip(labels, run_dirs, strict=True)}
+    """Draw the figures of the runs into out_dir; the paths written."""
+    runs = load_runs([Path(d) for d in run_dirs])
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, cycles in runs.items():
-        acc = [c["val_accuracy_best"] for c in cycles]
-        ax1.plot([c["rl_steps"] for c in cycles], acc, marker="o", label=label)
-        ax2.plot([c["total_rollouts"] for c in cycles], acc, marker="o", label=label)
-    baselines = {c["task"]: c["val_majority_baseline"] for cycles in runs.values() for c in cycles
-                 if "val_majority_baseline" in c}
-    for i, (task, value) in enumerate(sorted(baselines.items())):
-        name = "constant answer" if len(baselines) == 1 else f"constant answer ({task})"
-        for ax in (ax1, ax2):
-            ax.axhline(value, color=f"C{(len(runs) + i) % 10}", ls="--", lw=1, label=name)
-    _axes(ax1, "RL steps", "val accuracy (best instruction)")
-    _axes(ax2, "policy rollouts (RL + GEPA)", "val accuracy (best instruction)")
-    written.append(_save(fig, out_dir / "accuracy.png"))
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, cycles in runs.items():
-        ax.plot([c["val_accuracy_best"] for c in cycles], [c["kl"] for c in cycles], marker="o", label=label)
-    _axes(ax, "val accuracy (best instruction)", "KL(π‖π_base), nats per sequence")
-    written.append(_save(fig, out_dir / "kl_vs_accuracy.png"))
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for label, cycles in runs.items():
-        xs = [c["cycle"] for c in cycles]
-        accepted = [c["proposals_accepted"] for c in cycles]
-        ax1.plot(xs, [b - a for a, b in zip([0, *accepted[:-1]], accepted, strict=True)], marker="o", label=label)
-        ax2.plot(xs, [c["population"] for c in cycles], marker="o", label=label)
-    _axes(ax1, "cycle", "proposals accepted in the cycle")
-    _axes(ax2, "cycle", "population size")
-    written.append(_save(fig, out_dir / "fast_weights.png"))
-
-    steps = {label: load_steps(Path(d)) for label, d in zip(labels, run_dirs, strict=True)}
-    if any(steps.values()):
-        written.append(_plot_steps(steps, out_dir / "rl_steps.png"))
+    written = [_save(accuracy_figure(runs), out_dir / "accuracy.png"),
+               _save(kl_figure(runs), out_dir / "kl_vs_accuracy.png"),
+               _save(fast_weights_figure(runs), out_dir / "fast_weights.png")]
+    if any(run.steps for run in runs):
+        written.append(_save(steps_figure(runs), out_dir / "rl_steps.png"))
     return written
 
 
-def _plot_steps(runs: dict[str, list[dict[str, Any]]], path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def wilson_errors(accuracies: list[float], ns: list[int | None]) -> list[list[float]] | None:
+    """Error bars [[below...], [above...]] of the Wilson intervals; NaN for a point without n, and None when
+    no point has one (nothing to draw)."""
+    if all(n is None for n in ns):
+        return None
+    bounds = [wilson(a, n) if n is not None else (math.nan, math.nan) for a, n in zip(accuracies, ns, strict=True)]
+    return [[a - lo for a, (lo, _) in zip(accuracies, bounds, strict=True)],
+            [hi - a for a, (_, hi) in zip(accuracies, bounds, strict=True)]]
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for i, (label, steps) in enumerate(runs.items()):
-        xs = list(range(1, len(steps) + 1))  # global RL step (stages follow each other)
-        ax1.plot(xs, [s["reward"] for s in steps], color=f"C{i}", label=f"{label}: all rollouts")
-        contexts = sorted({k for s in steps for k in s if k.startswith("reward/context_")})
+
+def accuracy_figure(runs: list[Run]) -> Figure:
+    """Val accuracy, best and seed instruction, vs RL steps (left) and vs policy rollouts (right)."""
+    fig, (by_steps, by_rollouts) = _figure(2)
+    for run in runs:
+        points = run.points
+        ns = [p.eval_n for p in points]
+        for which, style in (("best", BEST), ("seed", SEED)):
+            acc = [p.val_accuracy_best if which == "best" else p.val_accuracy_seed for p in points]
+            for ax, xs in ((by_steps, [p.rl_steps for p in points]), (by_rollouts, [p.total_rollouts for p in points])):
+                ax.errorbar(xs, acc, yerr=wilson_errors(acc, ns), color=run.color, marker="o", ms=4, capsize=3,
+                            label=f"{run.label}: {which}", **style)
+    baselines = _baselines(runs)
+    for ax in (by_steps, by_rollouts):
+        for i, (_task, value) in enumerate(baselines):
+            ax.axhline(value, color=f"C{(len(runs) + i) % 10}", ls=":", lw=1.2)
+        ax.xaxis.set_major_locator(_integer())
+    started, accuracy = any(run.start for run in runs), "val accuracy" + _interval(runs)
+    _axes(by_steps, "RL steps" + (" (0: base weights, seed instruction)" if started else ""), accuracy)
+    _axes(by_rollouts, "policy rollouts (RL + GEPA)", accuracy)
+    _figure_legend(fig, _legend(runs, ("best instruction", BEST), ("seed instruction", SEED))
+                   + _baseline_handles(runs, baselines))
+    return fig
+
+
+def kl_figure(runs: list[Run]) -> Figure:
+    """KL to the base (probe set, ± standard error) vs val accuracy of the best instruction (Wilson interval),
+    each point labelled with its cycle (0: the start)."""
+    fig, (ax,) = _figure(1)
+    for run in runs:
+        points = run.points
+        acc = [p.val_accuracy_best for p in points]
+        kl_err = [_nan(p.kl_stderr) for p in points]
+        ax.errorbar(acc, [p.kl for p in points], xerr=wilson_errors(acc, [p.eval_n for p in points]),
+                    yerr=None if all(math.isnan(e) for e in kl_err) else kl_err, color=run.color, marker="o", ms=4,
+                    capsize=3, label=run.label)
+        for p in points:
+            ax.annotate(str(p.cycle + 1), (p.val_accuracy_best, p.kl), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color=run.color)
+    stderr = " (± s.e.)" if any(p.kl_stderr is not None for run in runs for p in run.points) else ""
+    _axes(ax, "val accuracy, best instruction" + _interval(runs), f"KL(π‖π_base), nats per sequence{stderr}")
+    started = " (0: the start)" if any(run.start for run in runs) else ""
+    _figure_legend(fig, _legend(runs), title=f"points labelled with their cycle{started}")
+    return fig
+
+
+def fast_weights_figure(runs: list[Run]) -> Figure:
+    """Proposals accepted in each cycle, and the population size after it; cycles numbered from 1."""
+    fig, (accepted_ax, population_ax) = _figure(2)
+    for run in runs:
+        xs = [c.cycle + 1 for c in run.cycles]
+        total = [c.ledger.proposals_accepted for c in run.cycles]  # cumulative over the run
+        accepted = [b - a for a, b in zip([0, *total[:-1]], total, strict=True)]
+        accepted_ax.plot(xs, accepted, color=run.color, marker="o", label=run.label)
+        population_ax.plot(xs, [c.population for c in run.cycles], color=run.color, marker="o", label=run.label)
+    for ax, ylabel in ((accepted_ax, "proposals accepted in the cycle"), (population_ax, "population size")):
+        ax.xaxis.set_major_locator(_integer())
+        ax.yaxis.set_major_locator(_integer())
+        _axes(ax, "cycle", ylabel)
+    _figure_legend(fig, _legend(runs))
+    return fig
+
+
+def steps_figure(runs: list[Run]) -> Figure:
+    """Reward per RL step (thick: all rollouts; thin: each context of the population) and the fraction of
+    groups whose rollouts all scored alike. Steps are numbered across stages, from 1."""
+    fig, (reward_ax, zero_ax) = _figure(2)
+    for run in runs:
+        xs = list(range(1, len(run.steps) + 1))  # global RL step (stages follow each other)
+        reward_ax.plot(xs, [s.reward for s in run.steps], color=run.color, lw=1.8, label=f"{run.label}: all")
+        contexts = sorted({k for s in run.steps for k in s.context_rewards})
         for j, key in enumerate(contexts):
-            ax1.plot(xs, [s.get(key, float("nan")) for s in steps], color=f"C{i}", alpha=0.4, lw=1,
-                     ls=("--", ":", "-.")[j % 3], label=f"{label}: {key.split('/')[-1]}")
-        ax2.plot(xs, [s.get("frac_reward_zero_std", float("nan")) for s in steps], color=f"C{i}", label=label)
-    _axes(ax1, "RL step", "mean reward")
-    _axes(ax2, "RL step", "fraction of zero-variance groups")
-    return _save(fig, path)
+            reward_ax.plot(xs, [s.context_rewards.get(key, math.nan) for s in run.steps], color=run.color, alpha=0.4,
+                           lw=1, ls=("--", ":", "-.")[j % 3], label=f"{run.label}: {key}")
+        zero_ax.plot(xs, [_nan(s.frac_reward_zero_std) for s in run.steps], color=run.color, label=run.label)
+    for ax in (reward_ax, zero_ax):
+        ax.xaxis.set_major_locator(_integer())
+    _axes(reward_ax, "RL step", "mean reward")
+    _axes(zero_ax, "RL step", "fraction of zero-variance groups")
+    _figure_legend(fig, _legend([r for r in runs if r.steps], ("all rollouts", {"ls": "-", "lw": 1.8}),
+                                ("one context of the population", {"ls": "--", "lw": 1, "alpha": 0.4})))
+    return fig
 
 
-def _label(run_dir: Path) -> str:
-    cycles = load_cycles(run_dir)
-    return f"{run_dir.name} ({cycles[0]['mode']})" if cycles else run_dir.name
+def _interval(runs: list[Run]) -> str:
+    """What the accuracy error bars are, for an axis label (old runs that did not record eval_n have none)."""
+    return " (95% Wilson interval)" if any(p.eval_n is not None for run in runs for p in run.points) else ""
 
 
-def _axes(ax: Any, xlabel: str, ylabel: str) -> None:
+def _baselines(runs: list[Run]) -> list[tuple[str, float]]:
+    """The constant answer's accuracy per task, of the runs that record it."""
+    found = {c.task: c.val_majority_baseline for run in runs for c in run.cycles if c.val_majority_baseline is not None}
+    return sorted(found.items())
+
+
+def _baseline_handles(runs: list[Run], baselines: list[tuple[str, float]]) -> list[Any]:
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=f"C{(len(runs) + i) % 10}", ls=":", lw=1.2,
+                   label="constant answer" if len(baselines) == 1 else f"constant answer ({task})")
+            for i, (task, _) in enumerate(baselines)]
+
+
+def _legend(runs: list[Run], *styles: tuple[str, dict[str, Any]]) -> list[Any]:
+    """A small legend: one entry per run (its colour), then one per line style (in grey), rather than one per
+    run and style."""
+    from matplotlib.lines import Line2D
+
+    return ([Line2D([], [], color=run.color, lw=2, label=run.label) for run in runs]
+            + [Line2D([], [], color="0.35", label=name, **style) for name, style in styles])
+
+
+def _figure_legend(fig: Figure, handles: list[Any], title: str | None = None) -> None:
+    """One small legend under the axes, where it hides no data."""
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=7, title=title,
+               title_fontsize=7, frameon=False)
+
+
+def _figure(ncols: int) -> tuple[Figure, list[Axes]]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5 * ncols, 4.4), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _integer() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _axes(ax: Axes, xlabel: str, ylabel: str) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
+def _save(fig: Figure, path: Path) -> Path:
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=110)
-    plt.close(fig)
     tmp.replace(path)
     return path

@@ -1,7 +1,10 @@
 """Find and load task definitions: `--task <name>` or `--task path/to/file.py`.
 
 A task file defines `make_task(**kwargs) -> Task` (see `programs/`). A bare name is looked up as
-`programs/<name>.py` in the current directory, then in the `programs/` folder beside this package.
+`programs/<name>.py` in the current directory, then among the shipped tasks: the repository's `programs/`
+folder beside this package (a checkout, an editable install), or the same files installed with the package as
+`fst_prompt/tasks/` (a wheel: pyproject.toml maps `programs/` to the package `fst_prompt.tasks`). Task files
+are loaded from their path and import only `fst_prompt` and libraries, never each other.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ from typing import Any
 
 from fst_prompt.task import Task, TaskError
 
-_REPO_PROGRAMS = Path(__file__).resolve().parent.parent / "programs"
+_REPO_PROGRAMS = Path(__file__).resolve().parent.parent / "programs"  # a checkout or an editable install
+_INSTALLED_TASKS = Path(__file__).resolve().parent / "tasks"  # `pip install .`: programs/ as fst_prompt.tasks
 
 
 def program_dirs() -> list[Path]:
-    return [d for d in (Path.cwd() / "programs", _REPO_PROGRAMS) if d.is_dir()]
+    """Where bare task names are looked up, first match wins: ./programs, then the shipped tasks."""
+    return [d for d in (Path.cwd() / "programs", _INSTALLED_TASKS, _REPO_PROGRAMS) if d.is_dir()]
 
 
 def available_tasks() -> list[str]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback
 
 from fst_prompt.config import RunConfig
 from fst_prompt.device import load_causal_lm, trainer_dtype
@@ -19,10 +21,14 @@ from fst_prompt.models import resolve_model
 from fst_prompt.modes import Mode
 from fst_prompt.policy import Policy, Sampling
 from fst_prompt.programs import load_task
+from fst_prompt.rundir import CycleRecord, RunDir
 from fst_prompt.slow.kl import probe_base
-from fst_prompt.slow.trainer import build_trainer
+from fst_prompt.slow.trainer import PopulationGRPOTrainer, build_trainer
 from fst_prompt.state import last_complete_checkpoint
 from fst_prompt.task import Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -34,9 +40,9 @@ class Stage:
     cycles: int
     task: Task
     order: list[int]  # the seeded order in which RL visits this task's train problems
-    trainer: Any  # None when the weights do not train (gepa mode)
+    trainer: PopulationGRPOTrainer | None  # None when the weights do not train (gepa mode)
     policy: Policy
-    kl_base: Any  # the KL probe's base model (None: LoRA adapter disabled, or no trainer)
+    kl_base: PreTrainedModel | None  # the KL probe's base model (None: LoRA adapter disabled, or no trainer)
     problems_per_step: int  # problems one optimizer step uses, over all processes and accumulated micro-batches
 
 
@@ -69,17 +75,17 @@ def upcoming_problems(order: list[int], start: int, n: int) -> list[int]:
     return [order[(start + i) % len(order)] for i in range(n)]
 
 
-def checkpoint_dir(run_dir: Path, config: RunConfig, index: int) -> Path:
+def checkpoint_dir(run_dir: RunDir, config: RunConfig, index: int) -> Path:
     """Where stage `index` keeps its TRL checkpoints."""
-    return Path(run_dir) / "checkpoints" / (f"stage-{index}" if config.schedule else "")
+    return run_dir.checkpoints(index if config.schedule else None)
 
 
 class Schedule:
     """Hands out the stage of each cycle, building a stage's trainer and policy when the task changes."""
 
-    def __init__(self, config: RunConfig, tasks: list[Task], mode: Mode, run_dir: Path,
-                 callbacks: list[Any] | None = None, processes: int = 1) -> None:
-        self.config, self.tasks, self.mode, self.run_dir = config, tasks, mode, Path(run_dir)
+    def __init__(self, config: RunConfig, tasks: list[Task], mode: Mode, run_dir: RunDir,
+                 callbacks: list[TrainerCallback] | None = None, processes: int = 1) -> None:
+        self.config, self.tasks, self.mode, self.run_dir = config, tasks, mode, run_dir
         self.callbacks = callbacks or []
         accumulation = config.rl.trainer_args.get("gradient_accumulation_steps", 1)
         self.problems_per_step = config.rl.problems_per_step * processes * accumulation
@@ -120,7 +126,7 @@ class Schedule:
         kl_base = previous.kl_base if previous and trainer.ref_model is None else probe_base(trainer, base)
         return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base, self.problems_per_step)
 
-    def _weights_before(self, index: int) -> Any:
+    def _weights_before(self, index: int) -> PreTrainedModel | None:
         """None (the base model) for the first stage; else the previous stage's last complete checkpoint."""
         if index == 0:
             return None
@@ -130,8 +136,8 @@ class Schedule:
         return load_causal_lm(last, trainer_dtype(self.config.policy.dtype), device="cpu")  # the trainer places it
 
 
-def forgetting_matrix(cycles: list[dict[str, Any]]) -> dict[str, Any]:
+def forgetting_matrix(cycles: list[CycleRecord]) -> dict[str, Any]:
     """Accuracy on task i (best instruction) at the end of stage j; None for tasks not yet seen."""
-    names = list(dict.fromkeys(c["task"] for c in cycles))
-    ends = [max((c for c in cycles if c["stage"] == j), key=lambda c: c["cycle"]) for j in range(len(names))]
-    return {"tasks": names, "after_stage": [[end["val_accuracy_by_task"].get(name) for name in names] for end in ends]}
+    names = list(dict.fromkeys(c.task for c in cycles))
+    ends = [max((c for c in cycles if c.stage == j), key=lambda c: c.cycle) for j in range(len(names))]
+    return {"tasks": names, "after_stage": [[end.val_accuracy_by_task.get(name) for name in names] for end in ends]}

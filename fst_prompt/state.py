@@ -12,9 +12,12 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fst_prompt.rundir import RoundRecord
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -92,7 +95,7 @@ class Ledger:
     def total_rollouts(self) -> int:
         return self.rl_rollouts + self.gepa_rollouts
 
-    def add_round(self, record: Any) -> None:
+    def add_round(self, record: RoundRecord) -> None:
         self.gepa_rollouts += record.policy_rollouts
         self.gepa_metric_calls += record.metric_calls
         self.proposals_tried += record.proposals_tried
@@ -116,16 +119,21 @@ class RunState:
     config: dict[str, Any] | None = None  # the run's config, flattened (`config_fields`), checked on --resume
 
     def save(self, run_dir: Path) -> None:
-        write_json_atomic(Path(run_dir) / "state.json", asdict(self))
+        from fst_prompt.rundir import RunDir  # the run directory's layout has one owner
+
+        RunDir(run_dir).save_state(self)
 
     @classmethod
     def load(cls, run_dir: Path) -> RunState:
-        path = Path(run_dir) / "state.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {path} does not exist (start without --resume)")
-        data = json.loads(path.read_text())
+        from fst_prompt.rundir import RunDir
+
+        return RunDir(run_dir).load_state()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: Path | str = "state") -> RunState:
         if data.get("version") != STATE_VERSION:
-            raise ValueError(f"{path} has state version {data.get('version')!r}; this fst-prompt reads {STATE_VERSION}")
+            raise ValueError(f"{source} has state version {data.get('version')!r}; this fst-prompt reads "
+                             f"{STATE_VERSION}")
         return cls(cycle=data["cycle"], phase=data["phase"], population=data["population"],
                    ledger=Ledger(**data["ledger"]), version=data["version"], config=data.get("config"))
 

@@ -10,25 +10,28 @@ without these evaluations; their time is not counted as RL time.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from fst_prompt.config import RunConfig
 from fst_prompt.distributed import Processes, generating
 from fst_prompt.evaluate import evaluate
-from fst_prompt.state import RunState, append_jsonl
+from fst_prompt.rundir import RunDir, StepEvalRecord
+from fst_prompt.state import RunState
+
+if TYPE_CHECKING:
+    from fst_prompt.stages import Stage
 
 
 class StepEval(TrainerCallback):
-    def __init__(self, path: Path, config: RunConfig, procs: Processes) -> None:
-        self.path, self.config, self.procs = Path(path), config, procs
+    def __init__(self, run_dir: RunDir, config: RunConfig, procs: Processes) -> None:
+        self.run_dir, self.config, self.procs = run_dir, config, procs
         self.every, self.n = config.loop.eval_every, config.loop.eval_every_n
-        self.stage: Any = None
+        self.stage: Stage | None = None
         self.seconds = 0.0  # spent evaluating in the current slow step
 
-    def begin(self, stage: Any, instructions: dict[str, str], state: RunState) -> None:
+    def begin(self, stage: Stage, instructions: dict[str, str], state: RunState) -> None:
         """Before a slow step: what to evaluate, and the ledger the records read their x-axes from."""
         self.stage, self.instructions, self.state = stage, instructions, state
         self.seconds, self.started = 0.0, time.perf_counter()
@@ -53,9 +56,7 @@ class StepEval(TrainerCallback):
         rollouts = ledger.gepa_rollouts + rl_steps * stage.problems_per_step * self.config.rl.num_generations
         result = evaluate(stage.task, stage.policy, split="val", n=self.n, instructions=self.instructions,
                           progress=False)
-        append_jsonl(self.path, {
-            "cycle": self.state.cycle, "stage": stage.index, "task": stage.task.name, "rl_steps": rl_steps,
-            "val_accuracy_best": result.accuracy, "eval_n": result.n,
-            "total_rollouts": rollouts,
-            "seconds": ledger.fast_seconds + ledger.slow_seconds + (t0 - self.started - self.seconds),
-            "time": time.time()})
+        self.run_dir.append_step_eval(StepEvalRecord(
+            cycle=self.state.cycle, stage=stage.index, task=stage.task.name, rl_steps=rl_steps,
+            val_accuracy_best=result.accuracy, eval_n=result.n, total_rollouts=rollouts,
+            seconds=ledger.fast_seconds + ledger.slow_seconds + (t0 - self.started - self.seconds), time=time.time()))

@@ -1,10 +1,17 @@
 """Shared fixtures: small real tasks and models, built once per session (cached across sessions)."""
 
-import dspy
-import pytest
+import os
 
-import fst_prompt  # noqa: F401 - sets the offline environment before dspy/litellm do anything
-from fst_prompt import Feedback, Task
+# Tests are offline: the environment the `fst` command sets for itself (cli.OFFLINE_ENV) and no HF hub. Set before
+# dspy/litellm and huggingface_hub are imported (both read it once, at import); importing fst_prompt sets nothing.
+for _name, _value in {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1",
+                      "TOKENIZERS_PARALLELISM": "false"}.items():
+    os.environ.setdefault(_name, _value)
+
+import dspy  # noqa: E402
+import pytest  # noqa: E402
+
+from fst_prompt import Feedback, Task  # noqa: E402
 
 
 class QA(dspy.Signature):

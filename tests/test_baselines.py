@@ -1,6 +1,7 @@
 """The constant-answer baseline: scored with the task's metric, deterministic, shown by eval, loop and plots."""
 
 import json
+from dataclasses import replace
 
 import dspy
 
@@ -8,7 +9,9 @@ from fst_prompt import Feedback, Task
 from fst_prompt.baselines import Baseline, majority_baseline
 from fst_prompt.cli import _print_summary
 from fst_prompt.loop import _cycle_line
-from fst_prompt.plots import plot_runs
+from fst_prompt.plots import accuracy_figure, load_runs, plot_runs
+from fst_prompt.rundir import CycleRecord, RunDir
+from fst_prompt.state import Ledger
 from tests.conftest import QA, exact_metric
 
 
@@ -55,25 +58,41 @@ def test_only_the_twenty_most_frequent_answers_are_tried():
 
 
 def cycle(i: int, **extra) -> dict:
+    """A metrics.jsonl line as runs before the baseline wrote it (extra: what newer runs add)."""
     return {"cycle": i, "mode": "fst", "stage": 0, "task": "t", "val_accuracy_best": 0.2, "val_accuracy_seed": 0.1,
-            "kl": 0.0, "rl_steps": i, "rl_rollouts": 0, "gepa_rollouts": 0, "proposals_accepted": 0,
-            "proposals_tried": 0, "fast_seconds": 0.0, "slow_seconds": 0.0, "total_rollouts": i, "population": 1,
-            **extra}
+            "kl": 0.0, "best_id": "b", "rl_steps": 6 * (i + 1), "rl_rollouts": 0, "gepa_rollouts": 0,
+            "proposals_accepted": 0, "proposals_tried": 0, "fast_seconds": 0.0, "slow_seconds": 0.0,
+            "total_rollouts": i, "population": 1, **extra}
 
 
 def test_cycle_line_shows_the_baseline_when_recorded():
-    assert "(seed 0.100) (constant baseline 0.094); KL" in _cycle_line(cycle(0, val_majority_baseline=0.094), 3)
-    assert "constant baseline" not in _cycle_line(cycle(0), 3)
+    line = _cycle_line(CycleRecord.from_json(cycle(0, val_majority_baseline=0.094)), 3)
+    assert "(seed 0.100) (constant baseline 0.094); KL" in line
+    assert "constant baseline" not in _cycle_line(CycleRecord.from_json(cycle(0)), 3)
 
 
 def test_old_and_new_metrics_plot(tmp_path):
-    for name, extra in (("old", {}), ("new", {"val_majority_baseline": 0.25})):
+    """An old run (no baseline, no eval_n, no start) and a new one (all three) draw side by side: the new one
+    from RL step 0 with Wilson bars, the old one from its first cycle without, one constant-answer line."""
+    for name, extra in (("old", {}), ("new", {"val_majority_baseline": 0.25, "eval_n": 50})):
         (tmp_path / name).mkdir()
         lines = [json.dumps(cycle(i, **extra)) for i in range(2)]
         (tmp_path / name / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    first = CycleRecord.from_json(cycle(0, val_majority_baseline=0.25, eval_n=50))
+    RunDir(tmp_path / "new").write_start(replace(first, cycle=-1, val_accuracy_best=0.1, ledger=Ledger()))
     for runs in (["old"], ["old", "new"]):
         paths = plot_runs([tmp_path / r for r in runs], tmp_path / "plots")
         assert (tmp_path / "plots" / "accuracy.png") in paths
+    by_steps, _ = accuracy_figure(load_runs([tmp_path / "old", tmp_path / "new"])).axes
+    curves = {c.get_label(): c for c in by_steps.containers}
+    assert set(curves) == {f"{r} (fst): {w}" for r in ("old", "new") for w in ("best", "seed")}
+    new_best, new_seed, old_best = curves["new (fst): best"], curves["new (fst): seed"], curves["old (fst): best"]
+    assert list(new_best.lines[0].get_xdata()) == [0, 6, 12]
+    assert list(new_best.lines[0].get_ydata()) == [0.1, 0.2, 0.2]
+    assert list(new_seed.lines[0].get_ydata()) == [0.1, 0.1, 0.1]
+    assert new_best.has_yerr and not old_best.has_yerr
+    assert list(old_best.lines[0].get_xdata()) == [6, 12]
+    assert any(list(line.get_ydata()) == [0.25, 0.25] for line in by_steps.lines)  # the constant answer
 
 
 def test_eval_summary_prints_the_baseline(capsys):

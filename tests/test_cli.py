@@ -75,6 +75,23 @@ def test_unknown_task_and_bad_n(capsys):
         main(["eval", "--task", "chain_sum", "--n", "0"])
 
 
+def test_an_unknown_hub_model_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache; the hub is offline in tests
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["eval", "--task", "chain_sum", "--model", "nobody/nothing", "--n", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fst eval: error: model 'nobody/nothing' is not in the Hugging Face cache")
+    assert err.count("\n") == 1
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == "fst-prompt 0.1.0\n"
+
+
 @pytest.mark.slow
 def test_real_smollm2_eval(tmp_path):
     """The default model, end to end through the installed `fst` command."""

@@ -1,21 +1,41 @@
-"""The experiment drivers' bookkeeping and arithmetic (evals/): skipping, harvesting, ratios, areas."""
+"""The experiment drivers' bookkeeping and arithmetic (evals/): skipping, harvesting, ratios, areas. Every study
+a test builds lives under tmp_path (`dataclasses.replace` of the driver's study, with other roots): nothing here
+writes into the repository."""
 
 import json
 import subprocess
-import sys
+from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evals"))
-import bench_pipeline  # noqa: E402
-import compare  # noqa: E402
-import fast_weights  # noqa: E402
-import headroom  # noqa: E402
-import plasticity  # noqa: E402
-import report  # noqa: E402
-import runner  # noqa: E402
+from evals import bench_pipeline, compare, continual, fast_weights, headroom, plasticity, report, runner
+from fst_prompt.modes import MODES as LOOP_MODES
+from fst_prompt.rundir import FRESH_OK, STATE, STEPS, CycleRecord, RunDir, StepEvalRecord, StepRecord
+from fst_prompt.state import Ledger
+
+LEDGER = {f.name for f in fields(Ledger)}
+
+
+def in_tmp(study, tmp_path: Path):
+    """The driver's study with its results and runs under tmp_path."""
+    return replace(study, results_root=tmp_path / "results", runs_root=tmp_path / "runs")
+
+
+def cycle(number: int, acc: float, **values) -> CycleRecord:
+    """A cycle's record: neutral values besides the ones given (ledger fields among them, by name)."""
+    ledger = Ledger(**{k: values.pop(k) for k in list(values) if k in LEDGER})
+    neutral = {"mode": "rl", "stage": 0, "task": "t", "val_accuracy_seed": 0.0, "val_accuracy_by_task": {},
+               "val_majority_baseline": None, "eval_n": None, "kl": 0.0, "kl_stderr": None, "best_id": "0",
+               "population": 1, "time": 0.0}
+    return CycleRecord(cycle=number, val_accuracy_best=acc, ledger=ledger, **(neutral | values))
+
+
+def write_cycles(run: Path, records: list[CycleRecord]) -> None:
+    run.mkdir(parents=True, exist_ok=True)
+    for record in records:
+        RunDir(run).append_cycle(record)
 
 
 def pts(*pairs):
@@ -49,56 +69,62 @@ def test_a_rise_inside_the_starts_interval_is_no_peak_to_reach():
     assert compare.reach(climbed, fst, "step", n=8)["ratio"] is None  # at n = 8 the start's interval reaches 0.32
 
 
-def test_readings_need_three_runs_and_an_interval_clear_of_no_effect():
-    assert report.reading({"n": 2, "ci": [2.0, 3.0]}, better="above", null=1.0).startswith("undecided (n = 2")
-    assert report.reading({"n": 3, "ci": [1.2, 3.0]}, better="above", null=1.0) == "confirmed"
-    assert report.reading({"n": 3, "ci": [0.5, 1.0]}, better="above", null=1.0) == "refuted"
-    assert report.reading({"n": 3, "ci": [0.8, 1.3]}, better="above", null=1.0) == "undecided"
-    assert report.reading({"n": 5, "ci": [0.2, 0.6]}, better="below", null=1.0) == "confirmed"
-    assert report.reading({"n": 5, "ci": [1.0, 1.6]}, better="below", null=1.0) == "refuted"
+def test_readings_follow_the_one_rule_on_the_runs_values():
+    """`report.reading` reads a summary's per-seed values by `fst_prompt.stats.reading`: three seeds of one sign are
+    undecided (exact p = 0.25, and a t-interval needs 5 seeds), five clear of no effect are confirmed."""
+    three = report.summary([0.344, 0.242, 0.273])
+    assert report.reading(three, better="above", null=0.0) == "undecided: the direction in 3 of 3 seeds, exact p = 0.25"
+    five = report.summary([0.30, 0.25, 0.28, 0.31, 0.26])
+    assert report.reading(five, better="above", null=0.0).startswith("confirmed (n = 5, the direction in 5 of 5")
+    assert report.reading(five, better="below", null=0.0).startswith("refuted (n = 5")
+    ratios = report.summary([0.5, 0.4, 0.6, 0.45, 0.55], geometric=True)  # read on the logarithms, null log 1 = 0
+    assert report.read(ratios, better="below", null=1.0).label == "confirmed"
+    assert report.reading(report.summary([]), better="above", null=0.0) == "undecided (no seeds)"
+    lo, hi = three["ci"]  # the t-interval, wider than the three values' range: 0.286 ± 4.303 · 0.0524 / √3
+    assert (lo, hi) == pytest.approx((0.286 - 0.1303, 0.286 + 0.1303), abs=1e-3)
 
 
 def test_ratios_are_summarised_by_their_geometric_mean():
     """2x and 0.5x average to 1x; one large ratio does not stand for the others; a ratio of 0 has no logarithm."""
     assert report.summary([2.0, 0.5], geometric=True)["mean"] == pytest.approx(1.0)
     s = report.summary([77.7, 2.0], geometric=True)
-    assert s["mean"] == pytest.approx((77.7 * 2.0) ** 0.5) and 2.0 <= s["ci"][0] <= s["ci"][1] <= 77.7
+    assert s["mean"] == pytest.approx((77.7 * 2.0) ** 0.5) and s["ci"][0] < 2.0 and s["ci"][1] > 77.7  # t at df 1
     assert report.summary([77.7, 2.0])["mean"] == pytest.approx(39.85)  # the arithmetic mean, for other quantities
-    assert report.reading(report.summary([2.0, 3.0, 4.0], geometric=True), better="above", null=1.0) == "confirmed"
+    assert report.read(report.summary([2.0, 3.0, 4.0, 2.5, 3.5], geometric=True), better="above",
+                       null=1.0).label == "confirmed"
     zero = report.summary([0.0, 0.5], geometric=True)
     assert zero["geometric"] is False and zero["mean"] == pytest.approx(0.25)
     assert report.fmt(zero).endswith("(n=2, arithmetic mean: a ratio ≤ 0)")
     assert report.fmt(report.summary([2.0, 0.5], geometric=True)).endswith("(n=2)")
 
 
-def _fake_compare_results(root: Path) -> None:
+def _fake_compare_results(tmp_path: Path) -> compare.CompareStudy:
     """rl and fst runs of one task over 3 seeds: FST is 0.1 ahead and drifts half as far."""
-    task = root / compare.STUDY / "t"
+    study = in_tmp(compare.STUDIES["v2"], tmp_path)
+    task = study.folder / "t"
     (task / "base").mkdir(parents=True)
     (task / "base" / "eval.json").write_text(json.dumps({"accuracy": 0.2, "n": 128,
                                                          "majority_baseline": {"accuracy": 0.05}}))
     for seed in range(3):
         for mode, lift, drift in (("rl", 0.0, 1.0), ("fst", 0.1, 0.5)):
             run = task / f"{mode}-s{seed}"
-            run.mkdir()
-            (run / "config.yaml").write_text("loop:\n  steps_per_cycle: 3\n")
+            write_cycles(run, [cycle(c, 0.2 + 0.05 * (c + 1) + lift + 0.01 * seed, mode=mode, rl_steps=3 * (c + 1),
+                                     rl_rollouts=24 * (c + 1), slow_seconds=100.0 * (c + 1), val_accuracy_seed=0.2,
+                                     kl=drift * (c + 1), kl_stderr=0.1, proposals_accepted=1, proposals_tried=4)
+                               for c in range(4)])
+            RunDir(run).write_config("loop:\n  steps_per_cycle: 3\n")
             (run / "done.json").write_text(json.dumps({"wall_seconds": 600 + 60 * seed}))
-            records = [{"cycle": c, "rl_steps": 3 * (c + 1), "total_rollouts": 24 * (c + 1), "fast_seconds": 0.0,
-                        "slow_seconds": 100.0 * (c + 1), "val_accuracy_best": 0.2 + 0.05 * (c + 1) + lift + 0.01 * seed,
-                        "val_accuracy_seed": 0.2, "kl": drift * (c + 1), "kl_stderr": 0.1, "proposals_accepted": 1,
-                        "proposals_tried": 4} for c in range(4)]
-            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
             if mode == "fst":  # light evaluations between RL steps (loop.eval_every = 1, 32 val problems)
-                light = [{"cycle": 0, "rl_steps": s, "val_accuracy_best": 0.3, "eval_n": 32, "total_rollouts": 8 * s,
-                          "seconds": 30.0 * s} for s in (1, 2)]
-                (run / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in light))
+                for s in (1, 2):
+                    RunDir(run).append_step_eval(StepEvalRecord(
+                        cycle=0, stage=0, task="t", rl_steps=s, val_accuracy_best=0.3, eval_n=32,
+                        total_rollouts=8 * s, seconds=30.0 * s, time=0.0))
+    return study
 
 
-def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path, monkeypatch):
-    _fake_compare_results(tmp_path)
-    monkeypatch.setattr(compare, "RESULTS", tmp_path)
-    monkeypatch.setattr(runner, "RESULTS", tmp_path)
-    a = compare.analyse(["t"], [0, 1, 2])
+def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path):
+    study = _fake_compare_results(tmp_path)
+    a = compare.analyse(study, ["t"], [0, 1, 2])
     t = a["tasks"]["t"]
     assert t["constant"] == 0.05 and t["eval_n"] == 128
     fst = t["curves"]["fst"][0]
@@ -109,15 +135,15 @@ def test_compare_report_pairs_seeds_and_redraws_byte_identically(tmp_path, monke
     assert steps["reached"] == 3 and steps["ratio"]["mean"] > 1  # FST gets to RL's final level sooner
     assert t["paired"]["fst"]["final_kl"]["mean"] == pytest.approx(-2.0)  # final KL 2 vs 4 nats
     assert t["kl"]["matched_ratio"]["mean"] < 0.5  # at RL's accuracy FST has drifted less than half as far
-    readings = {r["claim"]: r["reading"] for r in a["paper"]}
-    assert set(readings.values()) == {"confirmed"}
-    runner.write_report(compare.STUDY, a, compare.markdown(a), compare.plot)
-    hashes = {p.name: p.read_bytes() for p in (tmp_path / compare.STUDY).iterdir() if p.is_file()}
-    again = compare.analyse(["t"], [0, 1, 2])  # --report-only: a pure function of the stored runs
-    runner.write_report(compare.STUDY, again, compare.markdown(again), compare.plot)
-    report = f"{compare.STUDY}.md"
-    assert set(hashes) == {f"{compare.STUDY}.json", report, "accuracy.png", "kl_vs_accuracy.png"}
-    assert all((tmp_path / compare.STUDY / name).read_bytes() == data for name, data in hashes.items())
+    readings = {r["claim"]: r["reading"] for r in a["paper"]}  # both claims hold in all 3 seeds: no more than that
+    assert set(readings.values()) == {"undecided: the direction in 3 of 3 seeds, exact p = 0.25"}
+    runner.write_report(study, a, compare.markdown(a), compare.plot)
+    hashes = {p.name: p.read_bytes() for p in study.folder.iterdir() if p.is_file()}
+    again = compare.analyse(study, ["t"], [0, 1, 2])  # --report-only: a pure function of the stored runs
+    runner.write_report(study, again, compare.markdown(again), compare.plot)
+    report = f"{study.name}.md"
+    assert set(hashes) == {f"{study.name}.json", report, "accuracy.png", "kl_vs_accuracy.png"}
+    assert all((study.folder / name).read_bytes() == data for name, data in hashes.items())
     assert "constant answer: 0.050" in hashes[report].decode()
 
 
@@ -136,62 +162,58 @@ def test_fst_is_paired_against_its_halves_on_the_seeds_both_ran():
     assert compare.paired(fst, {})["final"] == {"n": 0}
 
 
-def test_compare_reports_a_study_run_in_pieces(tmp_path, monkeypatch):
+def test_compare_reports_a_study_run_in_pieces(tmp_path):
     """One seed of RL and FST, no GEPA runs yet (the study finished in pieces): a report with n = 1 and every
     claim undecided, not a crash."""
     import shutil
 
-    _fake_compare_results(tmp_path)
+    study = _fake_compare_results(tmp_path)
     for seed in (1, 2):
         for mode in ("rl", "fst"):
-            shutil.rmtree(tmp_path / compare.STUDY / "t" / f"{mode}-s{seed}")
-    monkeypatch.setattr(compare, "RESULTS", tmp_path)
-    monkeypatch.setattr(runner, "RESULTS", tmp_path)
-    a = compare.analyse(["t", "not-run-yet"], [0, 1, 2])
+            shutil.rmtree(study.folder / "t" / f"{mode}-s{seed}")
+    a = compare.analyse(study, ["t", "not-run-yet"], [0, 1, 2])
     assert list(a["tasks"]) == ["t"]
     t = a["tasks"]["t"]
     assert t["paired"]["fst"]["final"]["n"] == 1 and t["final"]["gepa"] == {"n": 0}
-    assert {r["reading"] for r in a["paper"]} == {"undecided (n = 1 runs)"}
-    runner.write_report(compare.STUDY, a, compare.markdown(a), compare.plot)
-    assert "| GEPA-only | – |" in (tmp_path / compare.STUDY / f"{compare.STUDY}.md").read_text()
+    assert {r["reading"] for r in a["paper"]} == {"undecided: the direction in 1 of 1 seeds, exact p = 1"}
+    runner.write_report(study, a, compare.markdown(a), compare.plot)
+    assert "| GEPA-only | – |" in (study.folder / f"{study.name}.md").read_text()
 
 
-def test_compare_counts_the_rl_steps_that_had_signal(tmp_path, monkeypatch):
-    """From steps.jsonl: groups with a zero advantage, steps with any signal, mean reward; a step a resume
+def test_compare_counts_the_rl_steps_that_had_signal(tmp_path):
+    """From the RL steps' logs: groups with a zero advantage, steps with any signal, mean reward; a step a resume
     repeated counts once (its last record)."""
-    _fake_compare_results(tmp_path)
-    run = tmp_path / compare.STUDY / "t" / "rl-s0"
-    logs = [{"cycle": 0, "step": 1, "frac_reward_zero_std": 1.0, "reward": 0.0},
-            {"cycle": 0, "step": 2, "frac_reward_zero_std": 1.0, "reward": 0.0},  # killed after this log ...
-            {"cycle": 0, "step": 2, "frac_reward_zero_std": 0.5, "reward": 0.25},  # ... and step 2 redone
-            {"cycle": 0, "train_runtime": 9.0}]  # the trainer's closing record: no step
-    (run / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in logs))
-    monkeypatch.setattr(compare, "RESULTS", tmp_path)
-    a = compare.analyse(["t"], [0, 1, 2])
+    study = _fake_compare_results(tmp_path)
+    run = RunDir(study.folder / "t" / "rl-s0")
+    for log in [{"cycle": 0, "step": 1, "frac_reward_zero_std": 1.0, "reward": 0.0},
+                {"cycle": 0, "step": 2, "frac_reward_zero_std": 1.0, "reward": 0.0},  # killed after this log ...
+                {"cycle": 0, "step": 2, "frac_reward_zero_std": 0.5, "reward": 0.25},  # ... and step 2 redone
+                {"cycle": 0, "train_runtime": 9.0}]:  # the trainer's closing record: no step
+        run.append_step(log)
+    a = compare.analyse(study, ["t"], [0, 1, 2])
     assert a["tasks"]["t"]["signal"]["rl"] == [{"seed": 0, "zero_std": 0.75, "steps_with_signal": 1, "steps": 2,
                                                 "reward": 0.125}]
     assert "| RL s0 | 75% | 1/2 | 0.125 |" in compare.markdown(a)
 
 
-def test_compare_says_when_rl_never_rose_above_its_start(tmp_path, monkeypatch):
+def test_compare_says_when_rl_never_rose_above_its_start(tmp_path):
     """RL flat at its step-0 accuracy (every group scored 0: no signal): no steps ratio, said in words."""
-    _fake_compare_results(tmp_path)
+    study = _fake_compare_results(tmp_path)
     for seed in range(3):
-        run = tmp_path / compare.STUDY / "t" / f"rl-s{seed}"
-        records = [{**json.loads(line), "val_accuracy_best": 0.2} for line in (run / "metrics.jsonl").open()]
-        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    monkeypatch.setattr(compare, "RESULTS", tmp_path)
-    a = compare.analyse(["t"], [0, 1, 2])
+        run = study.folder / "t" / f"rl-s{seed}"
+        # each cycle written again, as a resume would: the last record of a cycle is the one that counts
+        write_cycles(run, [replace(c, val_accuracy_best=0.2) for c in RunDir(run).cycles()])
+    a = compare.analyse(study, ["t"], [0, 1, 2])
     steps = a["paper"][0]
     assert steps["ours"] == {"n": 0}
-    assert steps["reading"] == "undecided (n = 0 runs); in 3 of 3 seeds RL never rose clear of its start"
+    assert steps["reading"] == "undecided (no seeds); in 3 of 3 seeds RL never rose clear of its start"
     text = compare.markdown(a)
     assert "s0: RL never rose above its start (0.200)" in text
     assert "s0: no matched accuracy (RL never rose clear of its start; both reach 0.200); final KL RL" in text
     kl = a["paper"][1]  # matched at the start, where neither has drifted: no KL ratio either
     assert kl["ours"] == {"n": 0}
     assert kl["reading"] == \
-        "undecided (n = 0 runs); no ratio in the 3 seed(s) where RL never rose clear of its start"
+        "undecided (no seeds); no ratio in the 3 seed(s) where RL never rose clear of its start"
 
 
 def test_area_under_curve_is_the_mean_accuracy_over_steps():
@@ -199,11 +221,13 @@ def test_area_under_curve_is_the_mean_accuracy_over_steps():
         pytest.approx((4 * 0.2 + 8 * 0.4) / 12)
 
 
-def test_a_resumed_run_keeps_no_wall_time_in_the_report(tmp_path, monkeypatch):
+def _job(tmp_path: Path, name: str = "task/rl-s0") -> runner.Job:
+    return runner.Job("study", name, ["run", "cfg.yaml"], tmp_path / "results", tmp_path / "runs")
+
+
+def test_a_resumed_run_keeps_no_wall_time_in_the_report(tmp_path):
     """A resumed run's wall seconds are its last attempt's: they are marked, and the wall minutes leave them out."""
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
-    jobs = [runner.Job("study", f"task/rl-s{seed}", ["run", "cfg.yaml"]) for seed in (0, 1)]
+    jobs = [_job(tmp_path, f"task/rl-s{seed}") for seed in (0, 1)]
     for job, resumed in zip(jobs, (False, True), strict=True):
         job.run_dir.mkdir(parents=True)
         runner._harvest(job, 600.0, threads=1, parallel=1, commit="abc1234", resumed=resumed)
@@ -213,14 +237,12 @@ def test_a_resumed_run_keeps_no_wall_time_in_the_report(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("left_behind, resumed", [
     ({}, False),  # a fresh start
-    ({"state.json": "{}", "log.txt": "loading"}, False),  # the first attempt died before any step: time whole
-    ({"state.json": "{}", "steps.jsonl": '{"step": 1}\n'}, True),
-    ({"state.json": "{}", "gepa/cycle-0/gepa_state.bin": "x"}, True),  # died in the first GEPA round
+    ({STATE: "{}", "log.txt": "loading"}, False),  # the first attempt died before any step: time whole
+    ({STATE: "{}", STEPS: '{"step": 1}\n'}, True),
+    ({STATE: "{}", "gepa/cycle-0/gepa_state.bin": "x"}, True),  # died in the first GEPA round
 ])
 def test_a_run_is_marked_resumed_only_when_an_earlier_attempt_did_work(tmp_path, monkeypatch, left_behind, resumed):
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
-    job = runner.Job("study", "task/rl-s2", ["run", "cfg.yaml"])
+    job = _job(tmp_path, "task/rl-s2")
     for name, text in left_behind.items():
         (job.run_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (job.run_dir / name).write_text(text)
@@ -229,14 +251,12 @@ def test_a_run_is_marked_resumed_only_when_an_earlier_attempt_did_work(tmp_path,
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
     monkeypatch.setattr(runner, "_commit", lambda: "abc1234")
     assert runner._run_one(job, threads=1, parallel=1)
-    assert ("--resume" in calls[0]) == ("state.json" in left_behind)
+    assert ("--resume" in calls[0]) == (STATE in left_behind)
     assert json.loads((job.results / "done.json").read_text())["resumed"] is resumed
 
 
 def test_a_run_killed_by_the_kernel_fails_and_says_memory_is_the_likely_cause(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
-    job = runner.Job("study", "task/rl-s0", ["run", "cfg.yaml"])
+    job = _job(tmp_path)
     monkeypatch.setattr(runner.subprocess, "run", lambda argv, **kw: SimpleNamespace(returncode=-9))
     monkeypatch.setattr(runner, "_commit", lambda: "aaa1111")
     assert not runner._run_one(job, threads=1, parallel=2)
@@ -247,16 +267,12 @@ def test_a_run_killed_by_the_kernel_fails_and_says_memory_is_the_likely_cause(tm
 
 def test_every_attempt_of_a_run_records_the_code_it_started_from(tmp_path, monkeypatch):
     """A run that crashed on one commit and was resumed on another names both in its done.json."""
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
-    job = runner.Job("study", "task/gepa-s0", ["run", "cfg.yaml"])
+    job = _job(tmp_path, "task/gepa-s0")
     outcomes = iter([1, 0])  # the first attempt fails, the second finishes
 
     def fake_run(argv, **kw):  # the first attempt finds a folder `fst run` starts in (only files it allows)
-        from fst_prompt.loop import _FRESH_OK
-
-        assert "--resume" in argv or {p.name for p in job.run_dir.iterdir()} <= _FRESH_OK
-        (job.run_dir / "state.json").write_text("{}")
+        assert "--resume" in argv or {p.name for p in job.run_dir.iterdir()} <= FRESH_OK
+        (job.run_dir / STATE).write_text("{}")
         return SimpleNamespace(returncode=next(outcomes))
 
     monkeypatch.setattr(runner.subprocess, "run", fake_run)
@@ -290,10 +306,26 @@ def test_a_run_names_its_commit_dirty_only_for_changed_code(tmp_path, monkeypatc
     assert runner._commit() == clean + "-dirty"
 
 
+def test_a_job_refuses_a_dirty_tree_unless_told_why_and_records_the_reason(tmp_path, monkeypatch, capsys):
+    job = _job(tmp_path)
+    calls = []
+    fake_run = lambda argv, **kw: calls.append(argv) or SimpleNamespace(returncode=0)  # noqa: E731
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    monkeypatch.setattr(runner, "_commit", lambda: "abc1234-dirty")
+    with pytest.raises(SystemExit, match="--allow-dirty"):
+        runner.run_jobs([job])
+    assert not runner._run_one(job, threads=1, parallel=1)  # checked per job too: the tree changes during a queue
+    assert not calls and not job.run_dir.exists() and "refusing to start" in capsys.readouterr().out
+    runner.run_jobs([job], allow_dirty="README edits only")
+    done = json.loads((job.results / "done.json").read_text())
+    assert done["commit"] == "abc1234-dirty"
+    assert done["attempts"][0]["dirty_reason"] == "README edits only" and len(calls) == 1
+    args = runner.driver_parser("d", seeds=[0]).parse_args(["--allow-dirty", "why"])
+    assert args.allow_dirty == "why"
+
+
 def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monkeypatch):
-    monkeypatch.setattr(runner, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
-    job = runner.Job("study", "task/rl-s0", ["run", "cfg.yaml"])
+    job = _job(tmp_path)
     for step, complete in ((4, True), (8, True), (12, False)):  # checkpoint-12: killed while being written
         ckpt = job.run_dir / "checkpoints" / f"checkpoint-{step}"
         ckpt.mkdir(parents=True)
@@ -301,12 +333,12 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
         (ckpt / "optimizer.pt").write_text("state")
         if complete:
             (ckpt / "trainer_state.json").write_text("{}")
-    (job.run_dir / "metrics.jsonl").write_text(json.dumps({"cycle": 0}) + "\n")
+    write_cycles(job.run_dir, [cycle(0, 0.5)])
     runner._harvest(job, 61.0, threads=1, parallel=1, commit="abc1234")
     done = json.loads((job.results / "done.json").read_text())
-    assert (job.results / "metrics.jsonl").is_file() and done["wall_seconds"] == 61.0
+    assert RunDir(job.results).cycles() == [cycle(0, 0.5)] and done["wall_seconds"] == 61.0
     assert done["commit"] == "abc1234"  # the commit the job started from
-    final = runner.final_weights("study", "task/rl-s0")
+    final = job.final_weights
     assert [p.name for p in final.iterdir()] == ["model.safetensors"]  # no optimizer state
     assert (final / "model.safetensors").read_text() == "weights 8"
     assert not (job.run_dir / "checkpoints").exists()
@@ -318,26 +350,22 @@ def test_runner_harvests_keeps_final_weights_and_skips_done_jobs(tmp_path, monke
 def _continual_run(run: Path, values: list[float], forgetting: list, constants: list[float] | None = None,
                    kl: list[float] | None = None) -> None:
     """A finished two-stage continual run (tasks a, b; two cycles each) with these val accuracies (and KLs)."""
-    run.mkdir(parents=True)
-    records = [{"cycle": i, "stage": i // 2, "task": ["a", "b"][i // 2], "rl_steps": 4 * (i + 1),
-                "val_accuracy_best": v, "val_accuracy_by_task": {}, "kl": kl[i] if kl else 0.0}
-               | ({"val_majority_baseline": constants[i // 2]} if constants else {}) for i, v in enumerate(values)]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (run / "forgetting.json").write_text(json.dumps({"tasks": ["a", "b"], "after_stage": forgetting}))
+    write_cycles(run, [cycle(i, v, stage=i // 2, task=["a", "b"][i // 2], rl_steps=4 * (i + 1),
+                             kl=kl[i] if kl else 0.0, val_majority_baseline=constants[i // 2] if constants else None)
+                       for i, v in enumerate(values)])
+    RunDir(run).write_forgetting({"tasks": ["a", "b"], "after_stage": forgetting})
     (run / "done.json").write_text("{}")
 
 
-def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_path, monkeypatch):
-    import continual
-
-    monkeypatch.setattr(continual, "RESULTS", tmp_path)
+def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_path):
+    study = in_tmp(continual.STUDIES["v2"], tmp_path)
     accs = {"rl": [0.2, 0.4, 0.1, 0.1], "fst": [0.3, 0.5, 0.2, 0.3]}  # stage b: RL gains 0, FST 0.1
     for seed in range(3):
         for mode, values in accs.items():
             kl = [0.1, 0.2, 0.3, 0.4 * (seed + 1)] if mode == "rl" else [0.1, 0.1, 0.2, 0.2 * (seed + 1)]
-            _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values,
+            _continual_run(study.folder / f"{mode}-s{seed}", values,
                            [[values[1], None], [0.1, values[3]]], constants=[0.05, 0.25], kl=kl)
-    a = continual.analyse([0, 1, 2, 3])  # seed 3 never ran
+    a = continual.analyse(study, [0, 1, 2, 3])  # seed 3 never ran
     assert a["seeds_run"] == {"rl": [0, 1, 2], "fst": [0, 1, 2]}
     stage_a, stage_b = a["per_stage"]
     assert stage_a["rl"]["normalised_final"]["mean"] == pytest.approx(0.4 / 0.5)
@@ -348,28 +376,27 @@ def test_continual_normalises_each_stage_by_the_best_peak_of_either_method(tmp_p
     assert stage_b["final_fst_minus_rl"]["ci"] == pytest.approx([0.2, 0.2])
     assert stage_b["rl"]["stalled"] == {"runs": 3, "of": 3} and stage_b["fst"]["stalled"] == {"runs": 0, "of": 3}
     assert a["forgetting"]["fst"]["after_stage"] == [[pytest.approx(0.5), None], pytest.approx([0.1, 0.3])]
-    assert a["paper"][0]["task"] == "b" and a["paper"][0]["reading"] == "confirmed"
+    assert a["paper"][0]["task"] == "b"  # three seeds, each +0.2: the direction in 3 of 3, no more
+    assert a["paper"][0]["reading"] == "undecided: the direction in 3 of 3 seeds, exact p = 0.25"
     # KL at the end of each stage (its last cycle), paired per seed
     assert stage_a["kl_fst_minus_rl"]["mean"] == pytest.approx(-0.1)
     assert stage_b["rl"]["final_kl"]["mean"] == pytest.approx(0.8)
     assert stage_b["kl_fst_minus_rl"]["mean"] == pytest.approx(-0.4)
     assert stage_b["kl_fst_over_rl"]["mean"] == pytest.approx(0.5) and stage_b["kl_fst_over_rl"]["geometric"]
     text = continual.markdown(a)
-    assert "| 1 | b | 0.80 [0.40, 1.20] (n=3) | 0.40 [0.20, 0.60] (n=3) |" in text
+    assert "| 1 | b | 0.80 [-0.19, 1.79] (n=3) | 0.40 [-0.10, 0.90] (n=3) |"  # 0.8 ± 4.303 · 0.4 / √3 in text
     assert "| 1 (b) | 0.100 | 0.300 |" in text and "| 1 | b | 0.250 |" in text and "| 3 of 3 / 0 of 3 |" in text
     assert text.startswith("Seeds asked for: [0, 1, 2, 3]; finished runs: RL [0, 1, 2]; FST [0, 1, 2].")
     assert continual.plot(a, tmp_path)[0].stat().st_size > 5000
 
 
-def test_continual_counts_a_stage_where_neither_method_scored(tmp_path, monkeypatch):
+def test_continual_counts_a_stage_where_neither_method_scored(tmp_path):
     """Both methods at 0 on a task: no normalised value (0/0), but the final accuracy and the zero gain count."""
-    import continual
-
-    monkeypatch.setattr(continual, "RESULTS", tmp_path)
+    study = in_tmp(continual.STUDIES["v2"], tmp_path)
     for seed, (rl_b, fst_b) in enumerate([([0.0, 0.0], [0.0, 0.0]), ([0.0, 0.0], [0.0, 0.25])]):
         for mode, values in {"rl": [0.5, 0.5, *rl_b], "fst": [0.5, 0.5, *fst_b]}.items():
-            _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values, [[0.5, None], [0.5, values[3]]])
-    stage_b = continual.analyse([0, 1])["per_stage"][1]
+            _continual_run(study.folder / f"{mode}-s{seed}", values, [[0.5, None], [0.5, values[3]]])
+    stage_b = continual.analyse(study, [0, 1])["per_stage"][1]
     assert stage_b["rl"]["final_accuracy"]["n"] == 2 and stage_b["rl"]["final_accuracy"]["mean"] == 0
     assert stage_b["rl"]["gain_within_stage"]["n"] == 2
     assert stage_b["rl"]["normalised_final"]["n"] == 1  # seed 0 has no peak to normalise by
@@ -378,47 +405,53 @@ def test_continual_counts_a_stage_where_neither_method_scored(tmp_path, monkeypa
     assert stage_b["rl"]["stalled"] is None  # no constant baseline stored: no stall count
 
 
-def test_continual_reads_the_claim_on_final_accuracy_when_the_task_is_learned_in_its_first_cycle(tmp_path,
-                                                                                                  monkeypatch):
+def test_continual_reads_the_claim_on_final_accuracy_when_the_task_is_learned_in_its_first_cycle(tmp_path):
     """FST at 0.9 after the stage's first cycle and 0.94 after its last: a gain of only 0.04, but RL ended at
     0 — the claim (FST keeps learning where RL stalls) is read on the final accuracy, paired per seed."""
-    import continual
-
-    monkeypatch.setattr(continual, "RESULTS", tmp_path)
+    study = in_tmp(continual.STUDIES["v2"], tmp_path)
     for seed, fst_b in enumerate([[0.9, 0.94], [0.8, 0.9], [0.85, 0.85]]):
         for mode, values in {"rl": [0.5, 0.5, 0.0, 0.0], "fst": [0.5, 0.5, *fst_b]}.items():
-            _continual_run(tmp_path / continual.STUDY / f"{mode}-s{seed}", values, [[0.5, None], [0.5, values[3]]],
+            _continual_run(study.folder / f"{mode}-s{seed}", values, [[0.5, None], [0.5, values[3]]],
                            constants=[0.2, 0.01])
-    a = continual.analyse([0, 1, 2])
+    a = continual.analyse(study, [0, 1, 2])
     stage_b = a["per_stage"][1]
     assert stage_b["gain_fst_minus_rl"]["mean"] == pytest.approx(0.14 / 3)
     assert stage_b["final_fst_minus_rl"]["mean"] == pytest.approx((0.94 + 0.9 + 0.85) / 3)
-    assert a["paper"][0]["ours"] == stage_b["final_fst_minus_rl"] and a["paper"][0]["reading"] == "confirmed"
+    assert a["paper"][0]["ours"] == stage_b["final_fst_minus_rl"]
+    assert a["paper"][0]["reading"] == "undecided: the direction in 3 of 3 seeds, exact p = 0.25"  # 3 seeds
     assert a["paper"][0]["stalled"] == {"rl": {"runs": 3, "of": 3}, "fst": {"runs": 0, "of": 3}}
-    assert "| 3 of 3 / 0 of 3 | 0.897 [0.850, 0.940] (n=3) | confirmed |" in continual.markdown(a)
+    # 0.897 ± 4.303 · 0.045 / √3 (sd of 0.94, 0.90, 0.85)
+    assert ("| 3 of 3 / 0 of 3 | 0.897 [0.785, 1.009] (n=3) | undecided: the direction in 3 of 3 seeds, exact p = "
+            "0.25 |") in continual.markdown(a)
 
 
-def test_pipeline_bench_times_rl_steps_within_a_cycle_only():
-    steps = [{"cycle": 0, "step": 1, "time": 10.0, "loss": 0.1}, {"cycle": 0, "step": 2, "time": 13.0, "loss": 0.1},
-             {"cycle": 0, "step": 2, "time": 13.5, "train_runtime": 9.0},  # the end-of-slice summary
-             {"cycle": 1, "step": 3, "time": 99.0, "loss": 0.1},  # after the evaluation and GEPA round
-             {"cycle": 1, "step": 4, "time": 103.0, "loss": 0.1}]
-    assert bench_pipeline.rl_step_seconds(steps) == [3.0, 4.0]
+def test_pipeline_bench_times_rl_steps_within_a_cycle_only(tmp_path):
+    run = RunDir(tmp_path)
+    for log in [{"cycle": 0, "step": 1, "time": 10.0, "loss": 0.1, "reward": 0.0},
+                {"cycle": 0, "step": 2, "time": 13.0, "loss": 0.1, "reward": 0.0},
+                {"cycle": 0, "step": 2, "time": 13.5, "train_runtime": 9.0},  # the end-of-slice summary
+                {"cycle": 1, "step": 3, "time": 99.0, "loss": 0.1, "reward": 0.0},  # after the evaluation and round
+                {"cycle": 1, "step": 4, "time": 103.0, "loss": 0.1, "reward": 0.0}]:
+        run.append_step(log)
+    assert bench_pipeline.rl_step_seconds(run.steps()) == [3.0, 4.0]
+    assert bench_pipeline.rl_step_seconds([StepRecord(step=1, cycle=0, stage=0, task="t", reward=0.0, time=1.0)]) == []
 
 
-@pytest.mark.parametrize("study", [headroom, fast_weights])
-def test_running_a_few_jobs_reports_every_finished_run(study):
-    args = runner.task_driver_parser(study.__doc__, study.TASKS, study.SEEDS).parse_args(
+@pytest.mark.parametrize("driver", [headroom, fast_weights])
+def test_running_a_few_jobs_reports_every_finished_run(driver):
+    args = runner.task_driver_parser(driver.__doc__, driver.TASKS, driver.SEEDS).parse_args(
         ["--tasks", "date_normalize", "--seeds", "1", "4"])
-    tasks, seeds = runner.report_scope(study.TASKS, study.SEEDS, args)
-    assert tasks == list(study.TASKS) and seeds == [0, 1, 2, 4]  # the defaults, and seed 4 asked for
+    tasks, seeds = runner.report_scope(driver.TASKS, driver.SEEDS, args)
+    assert tasks == list(driver.TASKS) and seeds == [0, 1, 2, 4]  # the defaults, and seed 4 asked for
 
 
-@pytest.mark.parametrize("study", [headroom, fast_weights])
-def test_every_study_run_has_a_valid_config_with_its_task_settings(study):
+@pytest.mark.parametrize("driver", [headroom, fast_weights])
+def test_every_study_run_has_a_valid_config_with_its_task_settings(driver, tmp_path):
     from fst_prompt.config import CONVENTION_TEMPLATE, load_config
 
-    runs = [j for j in study.jobs_for(list(study.TASKS), [0, 1]) if j.argv[0] == "run"]
+    study = in_tmp(driver.STUDY, tmp_path)
+    runs = [j for j in driver.jobs_for(study, list(driver.TASKS), [0, 1]) if j.argv[0] == "run"]
+    assert not any(tmp_path.iterdir())  # building the jobs wrote nothing
     assert {j.name.split("/")[0] for j in runs} == {"chain_sum", "ticket_routing", "date_normalize"}  # headroom
     for job in runs:
         overrides = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--set"]
@@ -430,11 +463,11 @@ def test_every_study_run_has_a_valid_config_with_its_task_settings(study):
         assert (config.reflection.template == CONVENTION_TEMPLATE) == convention
 
 
-def test_headroom_scores_the_seed_and_hand_written_instructions_also_as_rl_samples_them():
+def test_headroom_scores_the_seed_and_hand_written_instructions_also_as_rl_samples_them(tmp_path):
     from fst_prompt.config import load_config
 
-    jobs = {j.name: j.argv for j in headroom.jobs_for(["chain_sum"], [0])}
-    assert load_config(fast_weights.CONFIG).rl.temperature == headroom.RL_TEMPERATURE
+    jobs = {j.name: j.argv for j in headroom.jobs_for(in_tmp(headroom.STUDY, tmp_path), ["chain_sum"], [0])}
+    assert load_config(fast_weights.STUDY.config).rl.temperature == headroom.RL_TEMPERATURE
     for name in ("seed", "hand"):
         greedy, sampled = jobs[f"chain_sum/{name}"], jobs[f"chain_sum/{name}-sampled"]
         assert "--temperature" not in greedy
@@ -443,13 +476,29 @@ def test_headroom_scores_the_seed_and_hand_written_instructions_also_as_rl_sampl
         assert ("--prompt" in sampled) == (name == "hand") and sampled[sampled.index("--n") + 1] == "128"
 
 
-def test_v2_studies_resolve_every_run_and_evaluate_between_steps():
-    import continual
+def test_an_eval_job_writes_its_prompt_when_it_starts_not_when_it_is_built(tmp_path, monkeypatch):
+    study = in_tmp(headroom.STUDY, tmp_path)
+    job = runner.eval_job(study, "chain_sum/hand", "chain_sum", headroom.settings(study, "chain_sum"),
+                          {"self": "Add them up."})
+    prompt = Path(job.argv[job.argv.index("--prompt") + 1])
+    assert prompt == job.results / "prompt.json" and not any(tmp_path.iterdir())  # nothing written yet
+    monkeypatch.setattr(runner.subprocess, "run", lambda argv, **kw: SimpleNamespace(returncode=0))
+    monkeypatch.setattr(runner, "_commit", lambda: "abc1234")
+    assert runner._run_one(job, threads=1, parallel=1)
+    assert json.loads(prompt.read_text()) == {"instructions": {"self": "Add them up."}}
 
+
+def test_the_compared_modes_are_the_loops_modes():
+    assert set(compare.MODES) == set(LOOP_MODES) and compare.MODES[0] == "rl"  # RL, the baseline, first
+    assert set(continual.MODES) <= set(LOOP_MODES)
+
+
+def test_v2_studies_resolve_every_run_and_evaluate_between_steps():
     from fst_prompt.config import load_config
 
-    runs = compare.run_jobs_for(["ticket_routing", "date_normalize"], [0, 1, 2], list(compare.MODES))
-    runs += continual.jobs_for([0, 1, 2], list(continual.MODES))
+    runs = compare.run_jobs_for(compare.STUDIES["v2"], ["ticket_routing", "date_normalize"], [0, 1, 2],
+                                list(compare.MODES))
+    runs += continual.jobs_for(continual.STUDIES["v2"], [0, 1, 2], list(continual.MODES))
     assert len(runs) == 2 * 3 * 4 + 3 * 2
     for job in runs:
         overrides = [job.argv[i + 1] for i, a in enumerate(job.argv) if a == "--set"]
@@ -459,62 +508,57 @@ def test_v2_studies_resolve_every_run_and_evaluate_between_steps():
         assert config.rl.kl_probe_n >= 32 and config.rl.kl_samples >= 4
 
 
-def test_plasticity_pairs_the_trained_starts_per_seed(tmp_path, monkeypatch):
-    monkeypatch.setattr(plasticity, "RESULTS", tmp_path)
+def test_plasticity_pairs_the_trained_starts_per_seed(tmp_path):
+    study = in_tmp(plasticity.STUDIES["v2"], tmp_path)
     for seed in range(3):
         for start, accs in (("rl", [0.1, 0.2, 0.3]), ("fst", [0.1, 0.3, 0.4])):
-            study = tmp_path / plasticity.STUDY
-            run, step0 = study / f"{start}-s{seed}", study / f"start-{start}-s{seed}"
-            run.mkdir(parents=True)
+            run, step0 = study.folder / f"{start}-s{seed}", study.folder / f"start-{start}-s{seed}"
+            write_cycles(run, [cycle(i, a, rl_steps=4 * (i + 1), val_majority_baseline=0.04)
+                               for i, a in enumerate(accs[1:])])
             step0.mkdir(parents=True)
             (step0 / "eval.json").write_text(json.dumps({"accuracy": accs[0]}))
             (run / "done.json").write_text("{}")
-            (run / "metrics.jsonl").write_text("".join(json.dumps(
-                {"cycle": i, "rl_steps": 4 * (i + 1), "val_accuracy_best": a, "val_majority_baseline": 0.04}) + "\n"
-                for i, a in enumerate(accs[1:])))
             if start == "rl":  # RL from the RL-trained start never saw a rewarded rollout; a resume repeated step 1
-                (run / "steps.jsonl").write_text("".join(json.dumps(
-                    {"cycle": 0, "step": k, "frac_reward_zero_std": 1.0, "reward": 0.0}) + "\n" for k in (1, 1, 2)))
-    a = plasticity.analyse([0, 1, 2])
+                for k in (1, 1, 2):
+                    RunDir(run).append_step({"cycle": 0, "step": k, "frac_reward_zero_std": 1.0, "reward": 0.0})
+    a = plasticity.analyse(study, [0, 1, 2])
     assert a["starts"]["rl"]["signal"][0] == {"zero_std": 1.0, "steps_with_signal": 0, "steps": 2, "reward": 0.0}
     assert a["starts"]["fst"]["signal"] == {}
     assert "| from RL on ticket_routing s2 | 100% | 0/2 | 0.000 |" in plasticity.markdown(a)
     assert a["starts"]["base"]["n"] == 0 and a["starts"]["fst"]["n"] == 3 and a["constant"] == 0.04
     assert a["fst_minus_rl"]["final"]["mean"] == pytest.approx(0.1)
     assert a["fst_minus_rl"]["auc"]["mean"] == pytest.approx((4 * 0.05 + 4 * 0.1) / 8)
-    assert a["fst_minus_rl"]["reading"] == "confirmed" and "confirmed" in plasticity.markdown(a)
+    three = "undecided: the direction in 3 of 3 seeds, exact p = 0.25"  # 3 seeds cannot confirm (p >= 0.25)
+    assert a["fst_minus_rl"]["reading"] == three and f"in area under the curve {three}" in plasticity.markdown(a)
 
 
-def test_plasticity_repeats_a_task_a_run_whose_weights_stayed_on_another_machine(tmp_path, monkeypatch):
+def test_plasticity_repeats_a_task_a_run_whose_weights_stayed_on_another_machine(tmp_path):
     """The results keep no weights: a compare run finished elsewhere is run again (its own command) before a
     plasticity run starts from it, and the report sets the repeat's accuracy beside the original's."""
-    for module in (runner, plasticity):
-        monkeypatch.setattr(module, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(runner, "RUNS", tmp_path / "runs")
-    compare_dir = tmp_path / "results" / plasticity.COMPARE / plasticity.TASK_A
-    study = tmp_path / "results" / plasticity.STUDY
+    study = in_tmp(plasticity.STUDIES["v2"], tmp_path)
+    compare_dir = study.results_root / study.compare / study.task_a
 
     def finished(folder: Path, argv: list[str], acc: float) -> None:
-        folder.mkdir(parents=True)
+        write_cycles(folder, [cycle(0, acc, rl_steps=24)])
         (folder / "done.json").write_text(json.dumps({"argv": argv}))
-        (folder / "metrics.jsonl").write_text(json.dumps({"cycle": 0, "rl_steps": 24, "val_accuracy_best": acc}))
 
     for start in ("rl", "fst"):
         finished(compare_dir / f"{start}-s1", ["run", "c.yaml", "--set", f"loop.mode={start}", "--set", "seed=1"], 0.5)
-    finished(study / "retrain-fst-s1", ["run", "stale"], 0.25)  # repeated on a machine since lost: no weights here
-    jobs = plasticity.retrain_jobs([1, 2])  # seed 2 has no compare run: nothing to repeat
+    # repeated on a machine since lost: no weights here
+    finished(study.folder / "retrain-fst-s1", ["run", "stale"], 0.25)
+    jobs = plasticity.retrain_jobs(study, [1, 2])  # seed 2 has no compare run: nothing to repeat
     assert [(j.name, j.argv[-3:]) for j in jobs] == [("retrain-rl-s1", ["loop.mode=rl", "--set", "seed=1"]),
                                                      ("retrain-fst-s1", ["loop.mode=fst", "--set", "seed=1"])]
-    assert not (study / "retrain-fst-s1").exists()  # its stale results go, so the runner runs it again
-    weights = tmp_path / "runs" / plasticity.STUDY / "retrain-rl-s1" / "final"
+    assert not (study.folder / "retrain-fst-s1").exists()  # its stale results go, so the runner runs it again
+    weights = tmp_path / "runs" / study.name / "retrain-rl-s1" / "final"
     weights.mkdir(parents=True)
     (weights / "model.safetensors").write_bytes(b"w")
-    assert plasticity.start_weights("rl", 1) == weights
-    finished(study / "fst-s1", ["run"], 0.0)  # the plasticity run from FST's start is done already
-    finished(study / "start-fst-s1", ["eval"], 0.0)
-    assert plasticity.retrain_jobs([1]) == []
-    finished(study / "retrain-rl-s1", ["run"], 0.375)
-    a = plasticity.analyse([0, 1, 2])
+    assert plasticity.start_weights(study, "rl", 1) == weights
+    finished(study.folder / "fst-s1", ["run"], 0.0)  # the plasticity run from FST's start is done already
+    finished(study.folder / "start-fst-s1", ["eval"], 0.0)
+    assert plasticity.retrain_jobs(study, [1]) == []
+    finished(study.folder / "retrain-rl-s1", ["run"], 0.375)
+    a = plasticity.analyse(study, [0, 1, 2])
     assert a["retrained"] == {"rl-s1": {"here": 0.375, "original": 0.5}}
     assert "rl-s1 0.375 vs 0.500" in plasticity.markdown(a)
 
@@ -534,21 +578,25 @@ def test_reach_charges_a_gepa_round_before_the_gain_after_it():
     assert compare.reach_at(rl, [0.0, 0.1], 0.1, "rollouts") == pytest.approx(192)
 
 
+DRIVERS = {"compare": compare, "continual": continual, "plasticity": plasticity, "fast_weights": fast_weights,
+           "headroom": headroom}
+
+
 @pytest.mark.parametrize("driver, study", [("compare", "v1"), ("compare", "v2"), ("continual", "v1"),
-                                           ("continual", "v2"), ("plasticity", "v1"), ("plasticity", "v2")])
-def test_the_stored_reports_are_what_the_stored_runs_give(driver, study, monkeypatch):
+                                           ("continual", "v2"), ("plasticity", "v1"), ("plasticity", "v2"),
+                                           ("fast_weights", None), ("headroom", None)])
+def test_the_stored_reports_are_what_the_stored_runs_give(driver, study):
     """`--report-only` redraws every committed table from the committed runs: a report left stale by an
-    analysis change, or results committed without their report, fails here. Only a study with no finished run
-    (so far continual v2) has no report to check."""
-    module = __import__(driver)
-    spec = module.STUDIES[study]  # the values of the driver's study globals, in this order (compare: + tasks)
-    names = ("STUDY", "COMPARE", "CONFIG", "TASK_A", "TASK_B") if driver == "plasticity" else ("STUDY", "CONFIG")
-    for name, value in zip(names, spec, strict=False):
-        monkeypatch.setattr(module, name, value)
-    stored = runner.RESULTS / spec[0]
-    if not (stored / f"{spec[0]}.md").is_file():
-        assert not any(stored.glob("**/done.json")), f"{spec[0]} has finished runs but no report"
-        pytest.skip(f"{spec[0]}: no finished run and no report yet")
-    a = module.analyse(spec[2], [0, 1, 2]) if driver == "compare" else module.analyse([0, 1, 2])
-    assert module.markdown(a) == (stored / f"{spec[0]}.md").read_text()
-    assert json.loads(json.dumps(a, default=str)) == json.loads((stored / f"{spec[0]}.json").read_text())
+    analysis change, or results committed without their report, fails here."""
+    module = DRIVERS[driver]
+    if study is None:  # one study, its default tasks and seeds
+        spec = module.STUDY
+        a = module.analyse(spec, list(module.TASKS), module.SEEDS)
+    else:
+        spec = module.STUDIES[study]
+        tasks = [list(spec.tasks)] if driver == "compare" else []  # compare reports on its study's tasks
+        a = module.analyse(spec, *tasks, [0, 1, 2])
+    assert module.markdown(a) == (spec.folder / f"{spec.name}.md").read_text()
+    assert json.loads(json.dumps(a, default=str)) == json.loads((spec.folder / f"{spec.name}.json").read_text())
+    if driver == "headroom":
+        assert module.markdown(a) + "\n" == (spec.results_root / "HEADROOM.md").read_text()

@@ -379,16 +379,20 @@ def test_a_fresh_run_will_not_write_into_a_folder_that_holds_other_files(tmp_pat
 
 
 def test_readers_skip_a_torn_last_line_and_appends_start_a_new_one(tmp_path, capsys):
-    from fst_prompt.plots import load_cycles
+    from fst_prompt.rundir import RunDir
     from fst_prompt.state import append_jsonl, read_jsonl
 
+    def record(cycle, acc):
+        return {"cycle": cycle, "mode": "fst", "val_accuracy_best": acc, "val_accuracy_seed": 0.0, "kl": 0.0,
+                "best_id": "x", "population": 1}
+
     path = tmp_path / "metrics.jsonl"
-    append_jsonl(path, {"cycle": 0, "val_accuracy_best": 0.5})
+    append_jsonl(path, record(0, 0.5))
     with path.open("a") as f:
         f.write('{"cycle": 1, "val_acc')  # a kill or a full disk mid-write
-    assert [r["cycle"] for r in load_cycles(tmp_path)] == [0]
+    assert [(r.cycle, r.val_accuracy_best) for r in RunDir(tmp_path).cycles()] == [(0, 0.5)]
     assert "skipped 1 unreadable line(s)" in capsys.readouterr().err
-    append_jsonl(path, {"cycle": 1, "val_accuracy_best": 0.75})
+    append_jsonl(path, record(1, 0.75))
     assert [r["cycle"] for r in read_jsonl(path)] == [0, 1]
 
 

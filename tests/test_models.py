@@ -1,6 +1,8 @@
-"""Model resolution: the conversion cache is atomic and reused; bad names fail clearly."""
+"""Model resolution: the conversion cache is atomic and reused; hub ids come from the HF cache; bad names fail
+clearly."""
 
 import json
+import shutil
 
 import pytest
 
@@ -64,8 +66,64 @@ def test_resolve_model_reuses_cache_without_converting(tmp_path, monkeypatch):
 def test_existing_folder_and_unknown_name(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     assert models.resolve_model(tmp_path) == tmp_path
-    with pytest.raises(ValueError, match="unknown model 'gpt-17'.*smollm2-135m-instruct"):
+    with pytest.raises(ValueError, match="unknown model 'gpt-17'.*smollm2-135m-instruct.*hub id"):
         models.resolve_model("gpt-17")
+    (tmp_path / "runs" / "x").mkdir(parents=True)  # an existing folder that holds no model is not a hub id
+    with pytest.raises(ValueError, match="unknown model"):
+        models.resolve_model(tmp_path / "runs" / "x")
+
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _fake_hub_cache(tmp_path, monkeypatch, files_from=None):
+    """An HF_HOME whose hub cache holds `org/name` the way huggingface_hub lays it out (refs/main -> snapshot)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    repo = tmp_path / "hf" / "hub" / "models--org--name"
+    snapshot = repo / "snapshots" / SHA
+    if files_from is not None:
+        shutil.copytree(files_from, snapshot)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(SHA)
+    return snapshot
+
+
+def test_hub_id_resolves_to_its_cached_snapshot_and_loads(tiny_path, tmp_path, monkeypatch):
+    from fst_prompt.policy import Policy
+
+    snapshot = _fake_hub_cache(tmp_path, monkeypatch, files_from=tiny_path)
+    assert models.resolve_model("org/name") == snapshot
+    policy = Policy.load("org/name", batch_size=2)
+    assert policy.name == "org/name" and policy.model.config.num_hidden_layers == 2
+
+
+def test_hub_id_neither_cached_nor_on_the_hub_is_one_clear_error(tmp_path, monkeypatch):
+    _fake_hub_cache(tmp_path, monkeypatch)
+    with pytest.raises(FileNotFoundError, match=r"model 'nobody/nothing' is not in the Hugging Face cache \(.*hf/hub\) "
+                       r"and the hub could not provide it: HF_HUB_OFFLINE is set.*hf download nobody/nothing"):
+        models.resolve_model("nobody/nothing")
+
+
+def test_hub_id_when_the_hub_is_unreachable(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    _fake_hub_cache(tmp_path, monkeypatch)
+    monkeypatch.setattr(models, "_hub_offline", lambda: False)
+    calls = []
+
+    def snapshot_download(repo_id, *, local_files_only=False, **kwargs):
+        calls.append(local_files_only)
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        raise ConnectionError("Failed to resolve 'huggingface.co'\nmore detail")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    with pytest.raises(FileNotFoundError, match=r"provide it: ConnectionError: Failed to resolve 'huggingface.co'\. "):
+        models.resolve_model("org/name")
+    assert calls == [True, False]  # the cache first, then the hub
 
 
 def test_tiny_model_has_smollm2_chat_template(tiny_path):

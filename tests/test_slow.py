@@ -157,9 +157,14 @@ def test_vllm_server_mode_is_refused(qa_task, tiny_path, tmp_path):
 
 
 def test_metrics_are_json_serialisable(qa_task, tiny_path, tmp_path):
+    """What a step logs goes to steps.jsonl: plain numbers that a strict JSON round trip keeps (no tensor, numpy
+    scalar, NaN or inf), with the fields the reports read."""
     trainer = build_trainer(qa_task, tiny_path, rl(), tmp_path, max_steps=1)
     trainer.train()
-    json.dumps(trainer.state.log_history)
+    history = trainer.state.log_history
+    assert json.loads(json.dumps(history, allow_nan=False)) == history
+    step = next(h for h in history if "loss" in h)
+    assert {"reward", "frac_reward_zero_std"} <= set(step) and 0.0 <= step["frac_reward_zero_std"] <= 1.0
 
 
 @pytest.mark.slow

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from fst_prompt.config import ReflectionConfig
@@ -383,6 +384,25 @@ class LocalServer:
         raise RuntimeError(f"llama.cpp server did not answer within {self.start_timeout_s:.0f} s")
 
 
+class DSPyClient:
+    """The slice of the OpenAI client `ReflectionLM` uses (`chat.completions.create`), over a `dspy.LM`: any
+    provider DSPy reaches can reflect. Its errors are retried by `ReflectionLM` like any non-OpenAI client's."""
+
+    def __init__(self, lm: Any) -> None:
+        self.lm = lm
+        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self.create))
+
+    def create(self, *, model: str, messages: list[dict[str, str]], temperature: float, max_tokens: int,
+               seed: int | None = None, extra_body: Any = None) -> Any:
+        outputs = self.lm(messages=messages, temperature=temperature, max_tokens=max_tokens)
+        first = outputs[0] if outputs else ""
+        text = first.get("text", "") if isinstance(first, dict) else str(first)
+        usage = (self.lm.history[-1].get("usage") or {}) if getattr(self.lm, "history", None) else {}
+        return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=text))],
+                               usage=SimpleNamespace(prompt_tokens=usage.get("prompt_tokens", 0),
+                                                     completion_tokens=usage.get("completion_tokens", 0)))
+
+
 def check_reflection_ready(config: ReflectionConfig) -> None:
     """Fail fast (before any model loads) when the configured reflection LM cannot be reached."""
     if config.base_url:
@@ -397,9 +417,17 @@ def check_reflection_ready(config: ReflectionConfig) -> None:
 
 
 @contextlib.contextmanager
-def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None) -> Iterator[ReflectionLM]:
-    """A ready `ReflectionLM`: the configured endpoint, or a local llama.cpp server started for it."""
+def open_reflection_lm(config: ReflectionConfig, log_dir: Path | None = None, *, dspy_lm: Any = None,
+                       ) -> Iterator[ReflectionLM]:
+    """A ready `ReflectionLM`: `dspy_lm` (any `dspy.LM`) if given, else the configured endpoint, else a local
+    llama.cpp server started for it."""
     journal = (log_dir / "reflection_journal.jsonl") if log_dir else None
+    if dspy_lm is not None:
+        lm = ReflectionLM(config.model_copy(update={"model": dspy_lm.model, "repeat_penalty": None}),
+                          base_url=f"dspy.LM({dspy_lm.model!r})", client=DSPyClient(dspy_lm), journal=journal)
+        lm.check()
+        yield lm
+        return
     if config.base_url:
         lm = ReflectionLM(config, journal=journal)
         lm.check()

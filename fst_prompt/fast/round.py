@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,44 +29,11 @@ from fst_prompt.fast.adapter import Scored, Scoring, TaskAdapter, example_id
 from fst_prompt.fast.population import Candidate, Population, candidate_id
 from fst_prompt.fast.reflection import Proposer
 from fst_prompt.policy import Policy
+from fst_prompt.rundir import RoundRecord
 from fst_prompt.task import Task
 
 # Proposer outcomes that are not unusable proposals
 NOT_FAILURES = ("proposed", "unchanged_asked_again", "task_statement_restored")
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    cycle: int
-    proposals_tried: int  # usable proposals gepa evaluated
-    proposals_accepted: int  # new candidates gepa kept
-    proposal_failures: dict[str, int]  # lm_failed / empty / unchanged / too_long / template_echo / duplicate
-    metric_calls: int  # gepa's count (problems scored, each with S rollouts), all re-scoring included
-    policy_rollouts: int  # completions the policy actually generated this round
-    reflection_calls: int
-    reflection_failures: int
-    reflection_prompt_tokens: int
-    reflection_completion_tokens: int
-    reflection_seconds: float
-    seconds: float
-    best_id: str
-    best_score: float
-    population: list[dict[str, Any]] = field(default_factory=list)  # id, mean score, parents
-    proposals: list[dict[str, Any]] = field(default_factory=list)  # text, scores, accepted, gains
-    reflection_retried: int = 0  # transient error responses (408, 409, 429, 5xx) received from the endpoint
-
-    @property
-    def reflection_faults(self) -> int:
-        """Everything that went wrong with the reflection LM: retried errors, failed requests, unusable replies."""
-        unusable = sum(v for k, v in self.proposal_failures.items() if k in ("empty", "too_long", "template_echo"))
-        return self.reflection_retried + self.reflection_failures + unusable
-
-    @property
-    def all_reflection_failed(self) -> bool:
-        return self.reflection_calls > 0 and self.reflection_failures == self.reflection_calls
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"reflection_faults": self.reflection_faults}
 
 
 class _LogFile:
@@ -156,7 +122,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
         reflection_prompt_tokens=p_tok, reflection_completion_tokens=c_tok, reflection_seconds=lm_s,
         seconds=time.perf_counter() - t0, best_id=best.id, best_score=best.mean_score,
         population=[{"id": c.id, "mean_score": c.mean_score, "parents": c.parents} for c in population.candidates],
-        proposals=proposals, reflection_retried=lm_retried,
+        proposals=proposals, reflection_retried=lm_retried, task=task.name,
     )
     return population, record
 

@@ -13,7 +13,11 @@ import contextlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from trl import GRPOTrainer
 
 import torch
 
@@ -35,7 +39,7 @@ def probe_conversations(task: Task, n: int) -> list[list[dict[str, str]]]:
     return [render(task, ex, predictor=task.predictors[0][0]) for ex in task.val[:n]]
 
 
-def probe_base(trainer: Any, model_path: Path) -> Any:
+def probe_base(trainer: GRPOTrainer, model_path: Path) -> PreTrainedModel | None:
     """The probe's base model: TRL's reference model when beta > 0 (no second copy), None for LoRA (the
     adapter is disabled instead), else — beta = 0, where TRL keeps no reference — a copy loaded on the
     trained model's device, in its dtype."""
@@ -47,7 +51,8 @@ def probe_base(trainer: Any, model_path: Path) -> Any:
     return AutoModelForCausalLM.from_pretrained(model_path, dtype=model.dtype).to(model.device).eval()
 
 
-def kl_to_base(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]], *, base: Any = None,
+def kl_to_base(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conversations: list[list[dict[str, str]]],
+               *, base: PreTrainedModel | None = None,
                samples_per_prompt: int = 2, max_new_tokens: int = 64, batch_size: int = 32,
                seed: int = 0, weight_first: bool = True) -> KLEstimate:
     """Monte Carlo KL of `model` from `base` (or from `model` with its adapter disabled).

@@ -16,23 +16,34 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer
-from trl.models import unwrap_model_for_generation
 
 from fst_prompt.config import RLConfig
 from fst_prompt.decoding import WeightFirstLinear
 from fst_prompt.device import load_causal_lm, mixed_precision_flags, trainer_dtype
-from fst_prompt.evaluate import Rollout, run_rollouts
-from fst_prompt.policy import Policy, Sampling
 from fst_prompt.render import render
 from fst_prompt.slow.contexts import assign_contexts
 from fst_prompt.slow.reward import TaskReward
 from fst_prompt.task import Task
+
+
+@dataclass(frozen=True)
+class SlowRecord:
+    """What one slow step (a trainer's `train_until`) did, in this process."""
+
+    first_step: int  # the trainer's global step before (after a resume: the checkpoint's)
+    last_step: int
+    contexts: int
+    metric_errors: int  # completions on which the task's metric raised (each scored 0), this process
+    last_error: str
+    seconds: float  # wall time, evaluations between steps included
 
 
 class PopulationGRPOTrainer(GRPOTrainer):
@@ -49,7 +60,6 @@ class PopulationGRPOTrainer(GRPOTrainer):
         self.last_batch: dict[str, Any] = {}  # the last generation batch: its problems and population, all processes
         self.modules = [name for name, _ in task.predictors]
         self.predictor = self.modules[0]
-        self._replay: list[tuple[list[int], list[int], bool]] | None = None  # multi-module: the calls to train on
         self.contexts = [task.seed_instructions()]
         super().__init__(**kwargs)
         self.set_population(contexts or self.contexts)
@@ -68,71 +78,35 @@ class PopulationGRPOTrainer(GRPOTrainer):
             self.task.check_instructions(c)
         self.contexts = [dict(c) for c in contexts]
 
+    def train_until(self, step: int, contexts: list[dict[str, str]], *, resume_from: str | None = None,
+                    ) -> SlowRecord:
+        """The slow step: train with `contexts` mixed into every group until optimizer step `step` (of this
+        trainer), resuming TRL from `resume_from` (optimizer, RNG, data order) where given."""
+        t0, first = time.perf_counter(), self.state.global_step
+        reward = self.reward_funcs[0]
+        errors0 = reward.errors
+        self.set_population(contexts)
+        self.args.max_steps = step
+        self.train(resume_from_checkpoint=resume_from)
+        return SlowRecord(first_step=first, last_step=self.state.global_step, contexts=len(self.contexts),
+                          metric_errors=reward.errors - errors0, last_error=reward.last_error,
+                          seconds=time.perf_counter() - t0)
+
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         group = self.num_generations if self.model.training else self.num_generations_eval
         first = self.accelerator.process_index * len(inputs)
         ks = assign_contexts(len(inputs), group, len(self.contexts), first_row=first)
         self.last_batch = self._batch_record(inputs)
-        if len(self.modules) > 1:
-            return self._train_on_program_calls(inputs, ks, group)
+        return self._generate_with_contexts(inputs, ks, group)
+
+    def _generate_with_contexts(self, inputs: list[dict[str, Any]], ks: list[int], group: int) -> dict[str, Any]:
+        """Row i is rendered with context ks[i], then TRL generates and scores as usual."""
         rows = []
         for row, k in zip(inputs, ks, strict=True):
             example = self.task.train[row["example_index"]]
             prompt = render(self.task, example, self.contexts[k].get(self.predictor))
             rows.append({**row, "prompt": prompt, "context_index": k})
         return super()._generate_and_score_completions(rows)
-
-    # -- multi-predictor programs (mmGRPO-style) ------------------------------------------------------
-
-    def _train_on_program_calls(self, inputs: list[dict[str, Any]], ks: list[int], group: int) -> dict[str, Any]:
-        """Each rollout runs the whole program on the live weights (sampled as RL samples) under its context's
-        instructions for every module; every module call becomes a training row carrying the rollout's
-        program-level reward. Rows are laid out problem by problem, then module by module, then rollout by
-        rollout, so TRL's group of G consecutive rows is one module's G calls on one problem: its advantage
-        baseline is per problem and per module, as in mmGRPO. A module a rollout never reached (the program
-        stopped earlier) keeps its row with its tokens masked out (TRL's `env_mask`), so the groups stay whole."""
-        rollouts = self._program_rollouts(inputs, ks)
-        rows, self._replay = [], []
-        for start in range(0, len(inputs), group):
-            for module in self.modules:
-                for i in range(start, start + group):
-                    calls = [c for c in rollouts[i].calls if c.module == module]
-                    if len(calls) > 1:
-                        raise ValueError(f"predictor {module!r} ran {len(calls)} times in one rollout; RL trains "
-                                         "programs whose predictors each run at most once per program call")
-                    ran = bool(calls) and bool(calls[0].ids)
-                    if ran:
-                        self._replay.append((list(calls[0].prompt_ids), list(calls[0].ids), True))
-                    else:  # any tokens: the row is masked out
-                        self._replay.append((self.processing_class(module)["input_ids"],
-                                             [self.processing_class.eos_token_id], False))
-                    rows.append({**inputs[i], "prompt": [{"role": "user", "content": module}], "context_index": ks[i],
-                                 "module": module, "module_ran": ran, "rollout_score": rollouts[i].score})
-        self.rollout_func = self._replay_calls
-        try:
-            return super()._generate_and_score_completions(rows)
-        finally:
-            self.rollout_func, self._replay = None, None
-
-    def _program_rollouts(self, inputs: list[dict[str, Any]], ks: list[int]) -> list[Rollout]:
-        args = self.args
-        sampling = Sampling(args.temperature, args.top_p, args.max_completion_length)
-        # each rollout's sampling seed: from the run's seed, the step and its global row (reproducible)
-        first = self.accelerator.process_index * len(inputs)
-        seeds = [(args.seed or 0) * 1_000_003 + self.state.global_step * 100_003 + first + i
-                 for i in range(len(inputs))]
-        examples = [self.task.train[row["example_index"]] for row in inputs]
-        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
-            policy = Policy(model, self.processing_class, batch_size=len(inputs), sampling=sampling,
-                            seed=args.seed or 0, name="rl", weight_first=self.weight_first)
-            return run_rollouts(self.task, policy, examples, sampling=sampling, seeds=seeds,
-                                per_example=[self.contexts[k] for k in ks])
-
-    def _replay_calls(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
-        """TRL's `rollout_func`: the module calls already made, as prompt and completion token ids."""
-        assert self._replay is not None and len(self._replay) == len(prompts)
-        return {"prompt_ids": [p for p, _, _ in self._replay], "completion_ids": [c for _, c, _ in self._replay],
-                "logprobs": None, "env_mask": [[int(ran)] * len(c) for _, c, ran in self._replay]}
 
     def _batch_record(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """The problems of this generation batch over every process (in RL's order) and the population's
@@ -236,7 +210,11 @@ def build_trainer(task: Task, model_path: Path, rl: RLConfig, output_dir: Path, 
     kwargs: dict[str, Any] = dict(model=model, reward_funcs=TaskReward(task), args=args,
                                   train_dataset=train_dataset(task, order),
                                   processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
-    if trainer_class is PopulationGRPOTrainer or issubclass(trainer_class, PopulationGRPOTrainer):
+    if trainer_class is PopulationGRPOTrainer and len(task.predictors) > 1:
+        from fst_prompt.slow.program_trainer import ProgramGRPOTrainer
+
+        trainer_class = ProgramGRPOTrainer
+    if issubclass(trainer_class, PopulationGRPOTrainer):
         kwargs |= {"task": task, "contexts": contexts, "weight_first": weight_first}
     trainer = trainer_class(**kwargs)
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to the terminal
