@@ -11,14 +11,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import fst_prompt  # noqa: F401 - offline environment
 from fst_prompt.baselines import majority_baseline
+from fst_prompt.cli import offline_environment
 from fst_prompt.programs import available_tasks, load_task
 
 COLUMNS = (("train", None), ("val", 64), ("val", None), ("test", None))
 
 
 def main() -> None:
+    offline_environment()
     rows = {}
     for name in available_tasks():
         task = load_task(name)

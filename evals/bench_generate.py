@@ -27,7 +27,7 @@ import statistics
 import time
 from pathlib import Path
 
-import fst_prompt  # noqa: F401 - offline environment
+from fst_prompt.cli import offline_environment
 from fst_prompt.config import PolicyConfig
 from fst_prompt.evaluate import evaluate
 from fst_prompt.policy import Policy, Sampling
@@ -62,6 +62,7 @@ def timed(fn) -> tuple[float, list[str]]:
 
 
 def main() -> None:
+    offline_environment()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--task", default="chain_sum")
     ap.add_argument("--model", default="smollm2-135m-instruct")

@@ -32,6 +32,7 @@ import threading
 import time
 from pathlib import Path
 
+from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import METRICS, ROUNDS, STEPS, RunDir, StepRecord
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,7 @@ FASTER_IS_LOWER = {"run wall s", "run peak RSS GiB", "GEPA reflection s", "RL s/
 
 
 def main() -> None:
+    offline_environment()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", default="5659be3", help="git revision to compare against")
     ap.add_argument("--config", default="programs/chain_sum-fst.yaml", help="relative to each tree")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-import fst_prompt  # noqa: F401 - offline environment
+from fst_prompt.cli import offline_environment
 from fst_prompt.policy import Policy
 from fst_prompt.programs import load_task
 from fst_prompt.slow.kl import kl_to_base, probe_conversations
@@ -91,6 +91,7 @@ def perturbed_copy(policy: Policy, scale: float, seed: int = 0):
 
 
 def main() -> None:
+    offline_environment()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--task", default="date_normalize")

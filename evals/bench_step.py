@@ -28,6 +28,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from fst_prompt.cli import offline_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ["generate", "reference logps", "policy logps (no grad)", "loss (forward)", "backward", "our hook",
           "rest"]
@@ -79,11 +81,11 @@ def one_case(args: argparse.Namespace) -> None:
     from transformers import TrainerCallback
     from trl import GRPOTrainer
 
-    import fst_prompt  # noqa: F401 - offline environment
     from fst_prompt.config import RLConfig
     from fst_prompt.models import resolve_model
     from fst_prompt.programs import load_task
-    from fst_prompt.slow.trainer import PopulationGRPOTrainer, build_trainer
+    from fst_prompt.slow.build import build_trainer
+    from fst_prompt.slow.trainer import PopulationGRPOTrainer
 
     phases = Phases()
 
@@ -118,6 +120,7 @@ def one_case(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
+    offline_environment()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--task", default="chain_sum")

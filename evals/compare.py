@@ -41,6 +41,7 @@ from evals.runner import (
     uninterrupted_minutes,
     write_report,
 )
+from fst_prompt.cli import offline_environment
 from fst_prompt.modes import MODES as LOOP_MODES
 from fst_prompt.rundir import RunDir
 from fst_prompt.stats import first_reach, mean_over_curve, smooth, wilson, with_interval
@@ -446,6 +447,7 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
+    offline_environment()
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
     ap.add_argument("--tasks", nargs="+", help="default: the study's")

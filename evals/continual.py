@@ -26,6 +26,7 @@ from pathlib import Path
 
 from evals.report import fmt, reading, summary
 from evals.runner import Job, Study, driver_parser, report_seeds, run_jobs, write_report
+from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import CycleRecord, RunDir
 
 MODES = ("rl", "fst")  # the two loop modes (fst_prompt/modes.py) this study sets side by side
@@ -215,6 +216,7 @@ def _constants(ax, a: dict) -> None:
 
 
 def main() -> None:
+    offline_environment()
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)

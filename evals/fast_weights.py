@@ -16,6 +16,7 @@ import statistics
 from pathlib import Path
 
 from evals.runner import Job, Study, report_scope, run_jobs, sets, task_driver_parser, write_report
+from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import RunDir
 
 STUDY = Study(name="fast_weights", config="evals/configs/fast_weights.yaml")
@@ -114,6 +115,7 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
+    offline_environment()
     args = task_driver_parser(__doc__, TASKS, SEEDS).parse_args()
     if not args.report_only:
         run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)

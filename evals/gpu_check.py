@@ -27,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +66,8 @@ def placement(model_path: Path, tmp: Path) -> list[tuple[str, bool, str]]:
     from fst_prompt.config import RLConfig
     from fst_prompt.policy import Policy
     from fst_prompt.programs import load_task
+    from fst_prompt.slow.build import build_trainer
     from fst_prompt.slow.kl import probe_base
-    from fst_prompt.slow.trainer import build_trainer
 
     def where(m) -> str:
         p = next(m.parameters())
@@ -119,6 +120,7 @@ def timed_run(cfg: dict, env: dict | None = None) -> dict:
 
 
 def main() -> int:
+    offline_environment()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--random-from", type=Path, help="build random weights from this folder's config + tokenizer")

@@ -19,6 +19,7 @@ import statistics
 from pathlib import Path
 
 from evals.runner import Job, Study, eval_job, report_scope, run_jobs, sets, task_driver_parser, write_report
+from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import RunDir
 
 STUDY = Study(name="headroom", config="evals/configs/headroom.yaml")
@@ -178,6 +179,7 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
+    offline_environment()
     args = task_driver_parser(__doc__, TASKS, SEEDS).parse_args()
     if not args.report_only:
         run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)

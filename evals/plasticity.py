@@ -29,6 +29,7 @@ from pathlib import Path
 
 from evals.report import fmt, reading, rl_signal, summary
 from evals.runner import Job, Study, driver_parser, report_seeds, run_jobs, write_report
+from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import RunDir
 from fst_prompt.stats import mean_over_curve
 
@@ -243,6 +244,7 @@ def plot(a: dict, out: Path) -> list[Path]:
 
 
 def main() -> None:
+    offline_environment()
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
     args = ap.parse_args()

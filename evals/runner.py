@@ -32,8 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fst_prompt.atomic import append_jsonl, read_jsonl
 from fst_prompt.rundir import LOGS, RECORDS, RunDir
-from fst_prompt.state import append_jsonl, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
@@ -184,7 +184,8 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str,
     """Copy the results, keep the final weights only, mark the job done (last, atomically). A resumed run's
     `wall_seconds` are its last attempt's only (`resumed`: true): what came before a crash is not known.
     `attempts` lists the commit and start time of every attempt (`commit` is the last one's)."""
-    from fst_prompt.state import last_complete_checkpoint, write_json_atomic
+    from fst_prompt.atomic import write_json_atomic
+    from fst_prompt.state import last_complete_checkpoint
 
     job.results.mkdir(parents=True, exist_ok=True)
     for name in RECORDS:
@@ -254,7 +255,7 @@ def report_seeds(seeds: list[int], args: argparse.Namespace) -> list[int]:
 
 def write_report(study: Study, analysis: dict, text: str, plot: Callable[[dict, Path], list[Path]]) -> None:
     """`<study>.json` (the analysis), `<study>.md` (its tables) and the study's figures, in its results folder."""
-    from fst_prompt.state import write_json_atomic, write_text_atomic
+    from fst_prompt.atomic import write_json_atomic, write_text_atomic
 
     out = study.folder
     out.mkdir(parents=True, exist_ok=True)

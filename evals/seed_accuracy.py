@@ -11,13 +11,14 @@ import argparse
 import json
 from pathlib import Path
 
-import fst_prompt  # noqa: F401 - offline environment
+from fst_prompt.cli import offline_environment
 from fst_prompt.evaluate import evaluate
 from fst_prompt.policy import Policy, Sampling
 from fst_prompt.programs import available_tasks, load_task
 
 
 def main() -> None:
+    offline_environment()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--split", default="val")

@@ -14,18 +14,19 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
+from transformers import AutoTokenizer
 
-from fst_prompt.config import ConfigError, RunConfig, validate_config
+from fst_prompt.config import ConfigError, RunConfig, load_config, validate_config
+from fst_prompt.device import load_causal_lm
 from fst_prompt.fast.population import Population
-from fst_prompt.rundir import CycleRecord, RunDir, TaskResult
-from fst_prompt.state import Ledger, RunState, last_complete_checkpoint
-
-if TYPE_CHECKING:
-    from fst_prompt.policy import Policy
-    from fst_prompt.task import Task
+from fst_prompt.loop import run_loop
+from fst_prompt.policy import Policy, Sampling
+from fst_prompt.rundir import CycleRecord, Ledger, RunDir, RunState, TaskResult
+from fst_prompt.state import last_complete_checkpoint
+from fst_prompt.task import Task
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,6 @@ class RunResult:
     def policy(self, **kwargs: Any) -> Policy:
         """The run's final policy, loaded in this process: the trained weights, or the base model in gepa mode.
         `kwargs`: `Policy` settings (batch_size, sampling, ...); the run's policy settings by default."""
-        from transformers import AutoTokenizer
-
-        from fst_prompt.device import load_causal_lm
-        from fst_prompt.policy import Policy, Sampling
-
         pc = self.config.policy
         settings = {"batch_size": pc.batch_size, "seed": pc.seed or 0, "weight_first": pc.weight_first,
                     "sampling": Sampling(temperature=pc.temperature, max_new_tokens=pc.max_new_tokens)} | kwargs
@@ -82,8 +78,6 @@ class RunResult:
 
 def load_run(run_dir: str | Path) -> RunResult:
     """The result of the run in `run_dir` (finished or not: what it has written so far)."""
-    from fst_prompt.config import load_config
-
     run = RunDir(run_dir)
     if not run.is_run():
         raise FileNotFoundError(f"{run.config_path} does not exist: is {run.path} a `fst run` directory?")
@@ -101,8 +95,6 @@ def run(config: RunConfig | str | Path | dict[str, Any], *, resume: bool = False
     docstring). `tasks`: in-memory tasks instead of the config's task files; `reflection_lm`: a `dspy.LM`
     to reflect with instead of `reflection.*`. `resume`: continue the run in `run_dir`."""
     config = configure(config, **settings)
-    from fst_prompt.loop import run_loop  # torch, TRL: only once the config is valid
-
     run_loop(config, resume=resume, progress=progress, tasks=tasks, reflection_lm=reflection_lm)
     return load_run(config.run_dir)
 

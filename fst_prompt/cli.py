@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fst_prompt import __version__
+from fst_prompt.atomic import write_json_atomic
 from fst_prompt.config import PolicyConfig
 from fst_prompt.distributed import launched_processes
-from fst_prompt.state import write_json_atomic
 
 if TYPE_CHECKING:  # DSPy (and litellm under it) is imported only after main() has set OFFLINE_ENV
     from fst_prompt.baselines import Baseline
@@ -60,9 +60,15 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError
 OFFLINE_ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def main(argv: list[str] | None = None) -> int:
+def offline_environment() -> None:
+    """OFFLINE_ENV, where the user has not set the variables: for the `fst` command and the evals scripts (the
+    library itself changes no environment variable)."""
     for key, value in OFFLINE_ENV.items():
         os.environ.setdefault(key, value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    offline_environment()
     code = _command(argv)
     if launched_processes() > 1:
         _leave_now(code)

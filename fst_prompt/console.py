@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
 
-from fst_prompt.state import append_jsonl
+from fst_prompt.atomic import append_jsonl
 
 if TYPE_CHECKING:
     from fst_prompt.fast.reflection import Proposer

@@ -16,10 +16,9 @@ from fst_prompt.config import RunConfig
 from fst_prompt.console import say
 from fst_prompt.evaluate import evaluate
 from fst_prompt.fast.population import Population
-from fst_prompt.rundir import CycleRecord, RunDir, TaskResult
+from fst_prompt.rundir import CycleRecord, Ledger, RunDir, RunState, TaskResult
 from fst_prompt.slow.kl import kl_to_base, probe_conversations
 from fst_prompt.stages import Stage, seed_instructions
-from fst_prompt.state import Ledger, RunState
 from fst_prompt.task import Task
 
 

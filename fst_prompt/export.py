@@ -19,12 +19,13 @@ from pathlib import Path
 
 import dspy
 
+from fst_prompt.atomic import write_json_atomic, write_text_atomic
 from fst_prompt.config import RunConfig, load_config
 from fst_prompt.fast.population import Population
 from fst_prompt.programs import load_task
-from fst_prompt.rundir import CycleRecord, RunDir
+from fst_prompt.rundir import CycleRecord, RunDir, RunState
 from fst_prompt.stages import checkpoint_dir
-from fst_prompt.state import RunState, last_complete_checkpoint, write_json_atomic, write_text_atomic
+from fst_prompt.state import last_complete_checkpoint
 
 # Trainer state in a TRL checkpoint that a model folder does not need.
 _TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}

@@ -37,9 +37,9 @@ from fst_prompt.fast.reflection import Proposer, check_reflection_ready
 from fst_prompt.fast.step import fast_step, open_proposer, recall_rejected, scoring_for
 from fst_prompt.modes import Mode, resolve_mode
 from fst_prompt.plots import plot_runs
-from fst_prompt.rundir import CycleRecord, RunDir
+from fst_prompt.rundir import CycleRecord, RunDir, RunState
 from fst_prompt.stages import Schedule, Stage, forgetting_matrix, load_tasks, seed_instructions, upcoming_problems
-from fst_prompt.state import RunState, changed_fields, config_fields, last_complete_checkpoint, run_lock
+from fst_prompt.state import changed_fields, config_fields, last_complete_checkpoint, run_lock
 from fst_prompt.step_eval import StepEval
 from fst_prompt.task import Task
 

@@ -29,6 +29,7 @@ import dspy
 from dspy.teleprompt import Teleprompter
 
 from fst_prompt.api import RunResult, configure, run
+from fst_prompt.engine import policy_lm
 from fst_prompt.rundir import RunDir
 from fst_prompt.task import Feedback, Task, TaskError
 
@@ -76,8 +77,6 @@ class FST(Teleprompter):
 
 def trained_program(task: Task, result: RunResult) -> dspy.Module:
     """A copy of the task's program with the run's best instructions, answering through its final weights."""
-    from fst_prompt.engine import policy_lm
-
     program = task.with_instructions(result.best_instructions)
     program.set_lm(policy_lm(result.policy()))
     program.fst_result = result

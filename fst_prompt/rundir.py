@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fst_prompt.state import Ledger, RunState, append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from fst_prompt.atomic import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
 
 CONFIG, STATE, START, METRICS, ROUNDS = "config.yaml", "state.json", "start.json", "metrics.jsonl", "rounds.jsonl"
 STEPS, EVALS, RESULT, FORGETTING = "steps.jsonl", "evals.jsonl", "result.json", "forgetting.json"
@@ -40,6 +40,70 @@ LOGS = (STEPS, EVALS, METRICS, ROUNDS)  # append-only logs
 # stopped before the run began left (its error log, the reflection server's log and journal), and the program
 # `FST.compile` saves before it starts the run.
 FRESH_OK = {".lock", "log.txt", ERROR_LOG, "reflection_server.log", "reflection_journal.jsonl", PROGRAM}
+
+STATE_VERSION = 1
+
+
+@dataclass
+class Ledger:
+    """What a run has spent, so sample efficiency can be reported with and without GEPA's rollouts."""
+
+    rl_steps: int = 0
+    rl_rollouts: int = 0
+    gepa_rollouts: int = 0  # completions the policy generated for GEPA
+    gepa_metric_calls: int = 0  # gepa's count (cache hits included)
+    proposals_tried: int = 0
+    proposals_accepted: int = 0
+    reflection_calls: int = 0
+    reflection_tokens: int = 0
+    reflection_seconds: float = 0.0
+    fast_seconds: float = 0.0
+    slow_seconds: float = 0.0
+    rl_metric_errors: int = 0  # RL completions on which the task's metric raised (each scored 0)
+    reflection_faults: int = 0  # retried error responses, failed requests and unusable replies
+
+    @property
+    def total_rollouts(self) -> int:
+        return self.rl_rollouts + self.gepa_rollouts
+
+    def add_round(self, record: RoundRecord) -> None:
+        self.gepa_rollouts += record.policy_rollouts
+        self.gepa_metric_calls += record.metric_calls
+        self.proposals_tried += record.proposals_tried
+        self.proposals_accepted += record.proposals_accepted
+        self.reflection_calls += record.reflection_calls
+        self.reflection_faults += record.reflection_faults
+        self.reflection_tokens += record.reflection_prompt_tokens + record.reflection_completion_tokens
+        self.reflection_seconds += record.reflection_seconds
+        self.fast_seconds += record.seconds
+
+
+@dataclass
+class RunState:
+    """Everything a resumed run needs besides the TRL checkpoint: written after every phase."""
+
+    cycle: int = 0  # the cycle in progress
+    phase: str = "fast"  # the next phase of that cycle: fast, slow or eval
+    population: dict[str, Any] = field(default_factory=dict)  # Population.to_json()
+    ledger: Ledger = field(default_factory=Ledger)
+    version: int = STATE_VERSION
+    config: dict[str, Any] | None = None  # the run's config, flattened (`config_fields`), checked on --resume
+
+    def save(self, run_dir: Path) -> None:
+        RunDir(run_dir).save_state(self)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunState:
+        return RunDir(run_dir).load_state()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: Path | str = "state") -> RunState:
+        if data.get("version") != STATE_VERSION:
+            raise ValueError(f"{source} has state version {data.get('version')!r}; this fst-prompt reads "
+                             f"{STATE_VERSION}")
+        return cls(cycle=data["cycle"], phase=data["phase"], population=data["population"],
+                   ledger=Ledger(**data["ledger"]), version=data["version"], config=data.get("config"))
+
 
 _LEDGER = [f.name for f in dataclasses.fields(Ledger)]
 

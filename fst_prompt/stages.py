@@ -22,8 +22,9 @@ from fst_prompt.modes import Mode
 from fst_prompt.policy import Policy, Sampling
 from fst_prompt.programs import load_task
 from fst_prompt.rundir import CycleRecord, RunDir
+from fst_prompt.slow.build import build_trainer
 from fst_prompt.slow.kl import probe_base
-from fst_prompt.slow.trainer import PopulationGRPOTrainer, build_trainer
+from fst_prompt.slow.trainer import PopulationGRPOTrainer
 from fst_prompt.state import last_complete_checkpoint
 from fst_prompt.task import Task
 

@@ -1,141 +1,26 @@
-"""Run state on disk: atomic writes (temp file + rename, the rule every writer follows), the run's
-resumable state (cycle, phase, population, ledger), its ledger of what was spent, and which TRL
-checkpoint a run (or a reader of it) may trust."""
+"""A run's process-level safeguards and config bookkeeping: the run directory's lock (one job at a time), the
+flattened config a resume is checked against, and which TRL checkpoint a run (or a reader of it) may trust.
+
+`RunState` and `Ledger` (the run's resumable state and what it spent) live with the run directory's other
+records in `rundir.py`, and the atomic writers in `atomic.py`; they are importable from here too, as before.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
-import sys
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from fst_prompt.rundir import RoundRecord
+from fst_prompt.atomic import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from fst_prompt.rundir import STATE_VERSION, Ledger, RunState
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One JSON record per line, in one `write` (logs; a crash can cost at most the line being written). A
-    torn last line left by an earlier crash is ended first, so the new record starts a line of its own."""
-    data = (json.dumps(record, default=str) + "\n").encode()
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            data = b"\n" + data
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The records of a JSONL file; lines that do not parse (a write cut short by a crash or a full disk) are
-    skipped, and said so on stderr."""
-    records, torn = [], 0
-    for line in Path(path).read_text(errors="replace").splitlines():
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            torn += 1
-    if torn:
-        print(f"note: skipped {torn} unreadable line(s) in {path} (a write cut short by a crash?)", file=sys.stderr)
-    return records
-
-
-STATE_VERSION = 1
-
-
-@dataclass
-class Ledger:
-    """What a run has spent, so sample efficiency can be reported with and without GEPA's rollouts."""
-
-    rl_steps: int = 0
-    rl_rollouts: int = 0
-    gepa_rollouts: int = 0  # completions the policy generated for GEPA
-    gepa_metric_calls: int = 0  # gepa's count (cache hits included)
-    proposals_tried: int = 0
-    proposals_accepted: int = 0
-    reflection_calls: int = 0
-    reflection_tokens: int = 0
-    reflection_seconds: float = 0.0
-    fast_seconds: float = 0.0
-    slow_seconds: float = 0.0
-    rl_metric_errors: int = 0  # RL completions on which the task's metric raised (each scored 0)
-    reflection_faults: int = 0  # retried error responses, failed requests and unusable replies
-
-    @property
-    def total_rollouts(self) -> int:
-        return self.rl_rollouts + self.gepa_rollouts
-
-    def add_round(self, record: RoundRecord) -> None:
-        self.gepa_rollouts += record.policy_rollouts
-        self.gepa_metric_calls += record.metric_calls
-        self.proposals_tried += record.proposals_tried
-        self.proposals_accepted += record.proposals_accepted
-        self.reflection_calls += record.reflection_calls
-        self.reflection_faults += record.reflection_faults
-        self.reflection_tokens += record.reflection_prompt_tokens + record.reflection_completion_tokens
-        self.reflection_seconds += record.reflection_seconds
-        self.fast_seconds += record.seconds
-
-
-@dataclass
-class RunState:
-    """Everything a resumed run needs besides the TRL checkpoint: written after every phase."""
-
-    cycle: int = 0  # the cycle in progress
-    phase: str = "fast"  # the next phase of that cycle: fast, slow or eval
-    population: dict[str, Any] = field(default_factory=dict)  # Population.to_json()
-    ledger: Ledger = field(default_factory=Ledger)
-    version: int = STATE_VERSION
-    config: dict[str, Any] | None = None  # the run's config, flattened (`config_fields`), checked on --resume
-
-    def save(self, run_dir: Path) -> None:
-        from fst_prompt.rundir import RunDir  # the run directory's layout has one owner
-
-        RunDir(run_dir).save_state(self)
-
-    @classmethod
-    def load(cls, run_dir: Path) -> RunState:
-        from fst_prompt.rundir import RunDir
-
-        return RunDir(run_dir).load_state()
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any], source: Path | str = "state") -> RunState:
-        if data.get("version") != STATE_VERSION:
-            raise ValueError(f"{source} has state version {data.get('version')!r}; this fst-prompt reads "
-                             f"{STATE_VERSION}")
-        return cls(cycle=data["cycle"], phase=data["phase"], population=data["population"],
-                   ledger=Ledger(**data["ledger"]), version=data["version"], config=data.get("config"))
+__all__ = ["STATE_VERSION", "Ledger", "RunDirInUse", "RunState", "SAFE_TO_CHANGE", "append_jsonl", "changed_fields",
+           "config_fields", "last_complete_checkpoint", "read_jsonl", "run_lock", "write_json_atomic",
+           "write_text_atomic"]
 
 
 class RunDirInUse(FileExistsError):

@@ -120,7 +120,8 @@ class Reading:
     p: float | None
 
     def __str__(self) -> str:
-        """'undecided: the direction in 2 of 3 seeds (t-interval reaches 0, exact p = 0.25)'."""
+        """'undecided: the direction in 2 of 3 seeds, exact p = 0.5', or 'confirmed (n = 6, the direction in 6 of
+        6 seeds, exact p = 0.031)'."""
         if self.n == 0:
             return "undecided (no seeds)"
         p = "" if self.p is None else f", exact p = {self.p:.2g}"

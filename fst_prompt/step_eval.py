@@ -17,8 +17,7 @@ from transformers import TrainerCallback
 from fst_prompt.config import RunConfig
 from fst_prompt.distributed import Processes, generating
 from fst_prompt.evaluate import evaluate
-from fst_prompt.rundir import RunDir, StepEvalRecord
-from fst_prompt.state import RunState
+from fst_prompt.rundir import RunDir, RunState, StepEvalRecord
 
 if TYPE_CHECKING:
     from fst_prompt.stages import Stage

@@ -40,8 +40,8 @@ def test_the_trainer_flags_follow_the_dtype(monkeypatch):
 
 def test_policy_trainer_and_probe_base_share_the_dtype(tmp_path, tiny_path, qa_task):
     from fst_prompt.policy import Policy, Sampling
+    from fst_prompt.slow.build import build_trainer
     from fst_prompt.slow.kl import probe_base
-    from fst_prompt.slow.trainer import build_trainer
 
     policy = Policy.load(tiny_path, dtype="bfloat16", batch_size=2, sampling=Sampling(max_new_tokens=3))
     assert {p.dtype for p in policy.model.parameters()} == {torch.bfloat16}
@@ -59,7 +59,7 @@ def test_policy_trainer_and_probe_base_share_the_dtype(tmp_path, tiny_path, qa_t
 
 
 def test_trainer_args_pass_through_with_clear_errors(tmp_path, tiny_path, qa_task):
-    from fst_prompt.slow.trainer import build_trainer
+    from fst_prompt.slow.build import build_trainer
     from fst_prompt.stages import Schedule
 
     rl = RLConfig(problems_per_step=1, num_generations=2, trainer_args={"gradient_accumulation_steps": 2})

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from fst_prompt import loop, stages
@@ -65,17 +66,44 @@ def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))[-1] == "checkpoint-4"
 
 
-def test_evaluations_between_rl_steps_leave_the_training_trajectory_unchanged(tmp_path, tiny_path, endpoint):
-    plain = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, loop__mode="rl"), progress=False)
-    cfg = config(tmp_path / "b", tiny_path, endpoint, loop__mode="rl", loop__eval_every=1, loop__eval_every_n=3)
+def test_evaluations_between_rl_steps_leave_the_training_trajectory_unchanged(tmp_path, tiny_path, endpoint,
+                                                                            monkeypatch):
+    from safetensors.torch import load_file
+
+    from fst_prompt import step_eval
+    from fst_prompt.programs import load_task
+
+    # the parity task rewards the tiny model's replies by their length, so its weights move and its accuracies vary
+    # (chain_sum's are 0 and stay so); one request per generate, as in the resume tests below
+    same = {"task": PARITY, "policy__batch_size": 1, "loop__mode": "rl"}
+    plain = loop.run_loop(config(tmp_path / "a", tiny_path, endpoint, **same), progress=False)
+    seen = []  # what each light evaluation scored: the weights at that moment, the instructions, the accuracy
+    evaluate = step_eval.evaluate
+
+    def recording_evaluate(task, policy, **kwargs):
+        result = evaluate(task, policy, **kwargs)
+        weights = {k: v.detach().clone() for k, v in policy.model.state_dict().items()}
+        seen.append((weights, kwargs["instructions"], kwargs["n"], result.accuracy))
+        return result
+
+    monkeypatch.setattr(step_eval, "evaluate", recording_evaluate)
+    cfg = config(tmp_path / "b", tiny_path, endpoint, **same, loop__eval_every=1, loop__eval_every_n=3)
     dense = loop.run_loop(cfg, progress=False)
+    monkeypatch.undo()
     assert comparable(dense, tmp_path / "b" / "run") == comparable(plain, tmp_path / "a" / "run")
     assert not (tmp_path / "a" / "run" / "evals.jsonl").exists()
     records = [json.loads(line) for line in (tmp_path / "b" / "run" / "evals.jsonl").read_text().splitlines()]
     # steps 1 and 3: the last step of each cycle (2, 4) gets the cycle's full evaluation instead
     assert [(r["cycle"], r["rl_steps"], r["eval_n"]) for r in records] == [(0, 1, 3), (1, 3, 3)]
     assert [r["total_rollouts"] for r in records] == [1 * 2 * 2, 3 * 2 * 2]
-    assert 0 < records[0]["seconds"] < records[1]["seconds"] and 0 <= records[0]["val_accuracy_best"] <= 1
+    assert 0 < records[0]["seconds"] < records[1]["seconds"]
+    # each record is what its evaluation scored: the seed instruction (rl mode) on 3 problems, with the weights
+    # after that RL step (step 3's are the kept checkpoint-3: save_every 1, the last two kept)
+    seed = load_task("chain_sum", sizes=(16, 4, 4)).seed_instructions()
+    assert [(instr, n, acc) for _, instr, n, acc in seen] == [(seed, 3, r["val_accuracy_best"]) for r in records]
+    saved = load_file(tmp_path / "b" / "run" / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert all(torch.equal(saved[k], seen[1][0][k]) for k in saved)
+    assert not all(torch.equal(saved[k], seen[0][0][k]) for k in saved)  # step 1's weights were others
 
 
 def test_gradient_checkpointing_changes_memory_not_the_trajectory(tmp_path, tiny_path, endpoint):
@@ -88,15 +116,20 @@ def test_gradient_checkpointing_changes_memory_not_the_trajectory(tmp_path, tiny
 
 
 def test_fast_steps_score_as_rl_samples_and_gepa_mode_greedily(tmp_path, tiny_path, endpoint):
+    from fst_prompt.fast.step import scoring_for
     from fst_prompt.modes import resolve_mode
 
+    def scoring(cfg, mode, cycle):
+        return scoring_for(cfg.gepa, cfg.rl, trains=resolve_mode(mode).trains, max_new_tokens=cfg.policy.max_new_tokens,
+                           cycle=cycle)
+
     cfg = config(tmp_path, tiny_path, endpoint, gepa__samples_per_problem=3, rl__temperature=0.9, rl__top_p=0.95)
-    fst = loop.gepa_scoring(cfg, resolve_mode("fst"), cycle=2)
+    fst = scoring(cfg, "fst", cycle=2)
     assert fst.samples == 3 and fst.sampling == Sampling(0.9, 0.95, 4) and fst.seed == 2
-    assert loop.gepa_scoring(cfg, resolve_mode("fst"), cycle=3).seed != fst.seed  # each round its own draws
-    assert not loop.gepa_scoring(cfg, resolve_mode("gepa"), cycle=0).sampled
+    assert scoring(cfg, "fst", cycle=3).seed != fst.seed  # each round its own draws
+    assert not scoring(cfg, "gepa", cycle=0).sampled
     greedy = config(tmp_path, tiny_path, endpoint, gepa__temperature=0.0)
-    assert not loop.gepa_scoring(greedy, resolve_mode("fst"), cycle=0).sampled
+    assert not scoring(greedy, "fst", cycle=0).sampled
 
 
 def test_anchor_is_the_problems_the_next_steps_use():
@@ -162,12 +195,14 @@ def test_gepa_then_rl_anchors_on_every_step_and_rl_evaluates_once(tmp_path, tiny
     assert {len(s) for s in scores} == {2 * 2 * 2}  # cycles x T x B problems, not just the first T steps'
     assert then.ledger.rl_steps == 4 and len((tmp_path / "t" / "run" / "rounds.jsonl").read_text().splitlines()) == 1
 
+    from fst_prompt import cycle_eval
+
     calls = []
-    real = loop.evaluate
-    monkeypatch.setattr(loop, "evaluate",
+    real = cycle_eval.evaluate
+    monkeypatch.setattr(cycle_eval, "evaluate",
                         lambda *a, **k: calls.append(k["instructions"]) or real(*a, **k))
     loop.run_loop(config(tmp_path / "rl", tiny_path, endpoint, loop__mode="rl", loop__cycles=1), progress=False)
-    assert len(calls) == 1  # best == seed instruction: evaluated once, reported as both
+    assert len(calls) == 2  # the start, then the cycle: best == seed instruction, evaluated once, reported as both
     record = json.loads((tmp_path / "rl" / "run" / "metrics.jsonl").read_text())
     assert record["val_accuracy_best"] == record["val_accuracy_seed"]
 
@@ -407,7 +442,9 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
                                   progress=False)
     requests = len(FakeOpenAI.auth_headers)  # the start-up check and the reflection calls
     FakeOpenAI.auth_headers.clear()
-    real_round, real_ask = loop.gepa_round, ReflectionLM.__call__
+    from fst_prompt.fast import step as fast_step
+
+    real_round, real_ask = fast_step.gepa_round, ReflectionLM.__call__
     in_round_2 = {"now": False}
 
     def round_(*args, **kwargs):
@@ -421,11 +458,11 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
         return answer
 
     cfg = config(tmp_path / "b", tiny_path, endpoint, task=PARITY, policy__batch_size=1)
-    monkeypatch.setattr(loop, "gepa_round", round_)
+    monkeypatch.setattr(fast_step, "gepa_round", round_)
     monkeypatch.setattr(ReflectionLM, "__call__", ask_then_crash)
     with pytest.raises(KeyboardInterrupt):
         loop.run_loop(cfg, progress=False)
-    monkeypatch.setattr(loop, "gepa_round", real_round)
+    monkeypatch.setattr(fast_step, "gepa_round", real_round)
     monkeypatch.setattr(ReflectionLM, "__call__", real_ask)
     resumed = loop.run_loop(cfg, resume=True, progress=False)
     assert len(FakeOpenAI.auth_headers) == requests + 1  # one more start-up check; no reflection call twice

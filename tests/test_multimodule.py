@@ -9,7 +9,7 @@ from fst_prompt.config import RLConfig
 from fst_prompt.evaluate import Rollout
 from fst_prompt.policy import Generation
 from fst_prompt.programs import load_task
-from fst_prompt.slow.trainer import build_trainer
+from fst_prompt.slow.build import build_trainer
 
 A = {"plan": "PLAN-INSTRUCTION-A", "solve": "SOLVE-INSTRUCTION-A"}
 B = {"plan": "PLAN-INSTRUCTION-B", "solve": "SOLVE-INSTRUCTION-B"}

@@ -9,8 +9,8 @@ import torch
 
 from fst_prompt import Feedback
 from fst_prompt.config import RLConfig
+from fst_prompt.slow.build import build_trainer
 from fst_prompt.slow.kl import kl_to_base
-from fst_prompt.slow.trainer import build_trainer
 
 CONTEXTS = [{"self": "Context A: add."}, {"self": "Context B: subtract."}]
 

@@ -35,10 +35,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from fst_prompt.atomic import append_jsonl, read_jsonl
 from fst_prompt.config import ReflectionConfig
 from fst_prompt.fast.population import candidate_id
 from fst_prompt.fetch import assemble_gguf, weights_registry
-from fst_prompt.state import append_jsonl, read_jsonl
 
 _NO_SERVER = ("the offline reflection LM needs llama-cpp-python's server: run `make setup-reflect` (a 4-8 minute "
               "compile; a plain `pip install -e '.[reflect]'` builds it natively, which crashes on Xeons with AMX), "
