@@ -8,6 +8,7 @@ Invalid files fail before any model loads, naming the field and what is allowed:
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -156,7 +157,8 @@ def redacted(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class PolicyConfig(Strict):
-    model: str = Field("smollm2-135m-instruct", description="model name (see `fst models`) or HF folder")
+    model: str = Field("smollm2-135m-instruct",
+                       description="model name (see `fst models`), HF hub id (org/name) or HF folder")
     batch_size: int = Field(64, ge=1, description="rollouts per generate call; measured on 2 cores, chain_sum, n=64, "
                             "128 tokens: 1.34 rollouts/s at 16, 1.78 at 32, 1.88 at 64, 1.89 at 128")
     weight_first: bool = Field(True, description="linear layers as W·xᵀ while generating (decoding.py): same "
@@ -226,7 +228,8 @@ class RLConfig(Strict):
     top_p: float = Field(1.0, gt=0, le=1)
     lora: bool = Field(False, description="train a LoRA adapter instead of all weights")
     lora_r: int = Field(16, ge=1)
-    save_every: int = Field(6, ge=1, description="checkpoint every N steps; must divide loop.steps_per_cycle")
+    save_every: int = Field(6, ge=1, description="checkpoint every N steps; must divide loop.steps_per_cycle "
+                            "(unset: gcd(6, loop.steps_per_cycle))")
     kl_probe_n: int = Field(16, ge=1, description="val prompts (seed instruction) in the KL probe")
     kl_samples: int = Field(2, ge=1, description="completions sampled per probe prompt")
     report_to: str = Field("none", description="tracker for TRL's per-step and our per-cycle metrics: "
@@ -349,6 +352,8 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _checkpoints_land_on_cycle_ends(self) -> RunConfig:
+        if "save_every" not in self.rl.model_fields_set:  # the default follows T: every slow phase ends on one
+            self.rl.save_every = math.gcd(self.rl.save_every, self.loop.steps_per_cycle)
         if self.loop.steps_per_cycle % self.rl.save_every:
             raise ValueError(f"rl.save_every ({self.rl.save_every}) must divide loop.steps_per_cycle "
                              f"({self.loop.steps_per_cycle}), so that every slow phase ends on a checkpoint")

@@ -30,6 +30,7 @@ from dspy.teleprompt import Teleprompter
 
 from fst_prompt.api import RunResult, configure, run
 from fst_prompt.engine import policy_lm
+from fst_prompt.render import make_adapter
 from fst_prompt.rundir import RunDir
 from fst_prompt.task import Feedback, Task, TaskError
 
@@ -80,6 +81,25 @@ def trained_program(task: Task, result: RunResult) -> dspy.Module:
     program = task.with_instructions(result.best_instructions)
     program.set_lm(policy_lm(result.policy()))
     program.fst_result = result
+    return with_adapter(program, make_adapter(task.adapter))
+
+
+def with_adapter(program: dspy.Module, adapter: dspy.Adapter) -> dspy.Module:
+    """`program`, made to format and parse with `adapter` wherever it is called. DSPy takes the adapter from its
+    global settings, not per predictor, so the program's class is swapped for a subclass whose calls run in
+    `dspy.context(adapter=...)`; it is still an instance of the student's class and saves as before."""
+    cls = type(program)
+
+    def __call__(self: dspy.Module, *args: Any, **kwargs: Any) -> Any:
+        with dspy.context(adapter=adapter):
+            return cls.__call__(self, *args, **kwargs)
+
+    async def acall(self: dspy.Module, *args: Any, **kwargs: Any) -> Any:
+        with dspy.context(adapter=adapter):
+            return await cls.acall(self, *args, **kwargs)
+
+    program.__class__ = type(cls.__name__, (cls,), {"__call__": __call__, "acall": acall, "__module__": cls.__module__,
+                                                    "__qualname__": cls.__qualname__})
     return program
 
 

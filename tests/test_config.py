@@ -30,3 +30,13 @@ def test_a_bad_base_url_is_not_repeated_in_the_message(tmp_path):
 ])
 def test_http_urls_and_unset_are_accepted(tmp_path, good, expected):
     assert load_config(_write(tmp_path, good)).reflection.base_url == expected
+
+
+def test_the_default_checkpoint_interval_follows_the_cycle_length():
+    from fst_prompt.api import configure
+
+    assert configure({"task": "chain_sum"}).rl.save_every == 6  # T = 6: the paper's
+    assert configure({"task": "chain_sum"}, steps_per_cycle=4).rl.save_every == 2
+    assert configure({"task": "chain_sum"}, steps_per_cycle=5).rl.save_every == 1
+    with pytest.raises(ValueError, match="rl.save_every .* must divide"):  # a value the user set is kept, and checked
+        configure({"task": "chain_sum"}, steps_per_cycle=4, save_every=3)

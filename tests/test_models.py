@@ -45,11 +45,21 @@ def test_folder_without_marker_is_never_trusted(tmp_path):
     assert not leftover.exists()
 
 
-def test_outdated_cache_version_is_rebuilt(tmp_path):
-    final = tmp_path / "m"
-    final.mkdir()
+def test_outdated_cache_version_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("FST_PROMPT_CACHE", str(tmp_path))
+    final = tmp_path / "models" / "smollm2-135m-instruct"
+    final.mkdir(parents=True)
     (final / models.MARKER).write_text(json.dumps({"version": models.BUILD_VERSION - 1}))
+    (final / "stale.bin").write_text("from the old conversion")
     assert not models.is_complete(final)
+    built = []
+    monkeypatch.setitem(models.GGUF_MODELS, "smollm2-135m-instruct", lambda: built.append(1) or tmp_path)
+    monkeypatch.setattr(models, "convert_gguf", lambda gguf, out, name: (out / "config.json").write_text("{}"))
+    assert models.resolve_model("smollm2-135m-instruct") == final
+    assert built == [1] and models.is_complete(final) and not (final / "stale.bin").exists()
+    assert json.loads((final / models.MARKER).read_text())["version"] == models.BUILD_VERSION
+    models.resolve_model("smollm2-135m-instruct")
+    assert built == [1]  # rebuilt once, then reused
 
 
 def test_resolve_model_reuses_cache_without_converting(tmp_path, monkeypatch):
