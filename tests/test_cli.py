@@ -139,12 +139,12 @@ def test_a_bad_override_is_named_and_status_2(tmp_path, capsys, override, messag
 
 
 def test_an_unexpected_error_leaves_its_traceback_in_the_run_dir(tmp_path, capsys, monkeypatch):
-    import fst_prompt.loop
+    import fst_prompt.api
 
     def boom(config, **kwargs):
         raise RuntimeError("something inside broke\nsecond line")
 
-    monkeypatch.setattr(fst_prompt.loop, "run_loop", boom)
+    monkeypatch.setattr(fst_prompt.api, "run_loop", boom)
     config = tmp_path / "c.yaml"
     config.write_text(f"task: chain_sum\nrun_dir: {tmp_path / 'run'}\n")
     assert main(["run", str(config)]) == 1
