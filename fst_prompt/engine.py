@@ -6,6 +6,15 @@ takes the first request, keeps gathering until the batch is full or no new reque
 `gather_s` seconds, and runs them as one `Policy.generate`. With `num_threads == batch_size`,
 evaluating N examples costs about ceil(N / batch_size) generate calls instead of N.
 
+The thread that generates matters. torch's CPU kernels run on an OpenMP pool that belongs to the thread
+that calls them; a second thread running torch makes a second pool, and once libgomp manages more
+threads than there are cores it stops spin-waiting between parallel regions and sleeps on a futex in
+each of them (~1,500 per decode step of SmolLM2). Measured on the 2-core host: 23,600 voluntary context
+switches per 16x16-token generate with a second pool alive against ~50 with one, and engine/policy
+0.67 when a worker thread generated. So whoever runs the DSPy threads serves their batches itself
+(`serve_while`, as `evaluate.run_rollouts` does), and a call made on the main thread is served there;
+the worker thread is only the fallback for calls from other threads that nobody serves.
+
 Use it through `policy_lm(policy)`, a `dspy.LM` with DSPy's cache off: a cache would keep returning
 the old weights' answers after a training step.
 """
@@ -16,7 +25,7 @@ import contextlib
 import contextvars
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -108,6 +117,7 @@ class BatchingEngine:
         self.gather_s, self.idle_s = gather_s, idle_s
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._worker: threading.Thread | None = None
+        self._hosts = 0  # threads inside hosting(): while one serves, no worker thread is started
         self._start_lock = threading.Lock()
 
     # -- DSPy engine protocol ----------------------------------------------------------------------
@@ -116,11 +126,16 @@ class BatchingEngine:
         conversation = _to_conversation(request)
         sampling = _sampling(self.policy.sampling, request.config)
         pending = _Pending(conversation, sampling, _next_seed(), Future())
-        with self._start_lock:  # see _run: a queued request always has a live worker
-            self._queue.put(pending)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._run, name="fst-batching-engine", daemon=True)
-                self._worker.start()
+        if threading.current_thread() is threading.main_thread() and not self._hosts:
+            with self.hosting():  # the main thread generates itself: see the module docstring
+                self._queue.put(pending)
+                self.serve_while(lambda: not pending.future.done())
+        else:
+            with self._start_lock:  # see _run: a queued request always has a live server
+                self._queue.put(pending)
+                if self._worker is None and not self._hosts:
+                    self._worker = threading.Thread(target=self._run, name="fst-batching-engine", daemon=True)
+                    self._worker.start()
         gen: Generation = pending.future.result()
         calls = _captured.get()
         if calls is not None:
@@ -142,10 +157,40 @@ class BatchingEngine:
 
     # -- batching ----------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def hosting(self) -> Iterator[None]:
+        """While inside, requests wait for this thread's `serve_while` instead of starting a worker thread.
+
+        Enter it before starting the DSPy threads, so that no early request starts a worker. Requests
+        still queued on leaving get a worker, so none waits forever."""
+        with self._start_lock:
+            self._hosts += 1
+        try:
+            yield
+        finally:
+            with self._start_lock:
+                self._hosts -= 1
+                if not self._hosts and self._worker is None and not self._queue.empty():
+                    self._worker = threading.Thread(target=self._run, name="fst-batching-engine", daemon=True)
+                    self._worker.start()
+
+    def serve_while(self, busy: Callable[[], bool], poll_s: float = 0.01) -> None:
+        """Generate the queued requests' batches in the calling thread until `busy()` is false.
+
+        Call it, inside `hosting()`, from the thread that runs torch anyway (the one that started the DSPy
+        threads): the generation then uses that thread's OpenMP pool instead of making a second one (see
+        the module docstring). `busy` is checked after each batch and every `poll_s` while the queue is empty."""
+        while busy():
+            try:
+                first = self._queue.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            self._serve(self._gather(first))
+
     def _run(self) -> None:
         # The worker exits after `idle_s` without requests (engines are made per evaluation; idle threads
         # must not pile up). It checks the queue under the lock `complete` queues under, so a request is
-        # either seen here or finds no worker and starts one.
+        # either seen here or finds no server and starts one.
         while True:
             try:
                 first = self._queue.get(timeout=self.idle_s)
@@ -155,13 +200,17 @@ class BatchingEngine:
                         self._worker = None
                         return
                 continue
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get(timeout=self.gather_s))
-                except queue.Empty:
-                    break
-            self._serve(batch)
+            self._serve(self._gather(first))
+
+    def _gather(self, first: _Pending) -> list[_Pending]:
+        """`first` and the requests that follow it, until the batch is full or none came for `gather_s`."""
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get(timeout=self.gather_s))
+            except queue.Empty:
+                break
+        return batch
 
     def _serve(self, batch: list[_Pending]) -> None:
         # Requests with different sampling settings cannot share one generate call; seeded and unseeded

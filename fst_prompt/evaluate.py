@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -120,7 +120,8 @@ def run_rollouts(
 ) -> list[Rollout]:
     """One rollout per example (in order), the program run as plain DSPy on the live policy.
 
-    One thread per batch slot: the engine turns their concurrent calls into batched generates.
+    One thread per batch slot: the engine turns their concurrent calls into batched generates, which
+    run in the calling thread (`BatchingEngine.serve_while`).
     `desc` shows a progress bar with that label; None shows none. `sampling` replaces the policy's own
     settings; `seeds` (one per example) makes each sampled rollout depend only on its example and seed;
     `per_example` gives each example its own instructions (RL's population mixing) instead of `instructions`.
@@ -140,14 +141,22 @@ def run_rollouts(
 
     settings = {} if sampling is None else {"temperature": sampling.temperature, "top_p": sampling.top_p,
                                             "max_tokens": sampling.max_new_tokens}
-    lm = policy_lm(policy, engine=BatchingEngine(policy), **settings)
+    engine = BatchingEngine(policy)
+    lm = policy_lm(policy, engine=engine, **settings)
     adapter = make_adapter(task.adapter)
     seeds = seeds or [None] * len(examples)
-    with ThreadPoolExecutor(max_workers=policy.batch_size) as pool:
+    # hosting() inside the pool: if serving fails, leaving it hands what is queued to a worker thread before
+    # the pool waits for its threads.
+    with (ThreadPoolExecutor(max_workers=policy.batch_size) as pool, engine.hosting(),
+          tqdm(total=len(examples), disable=desc is None, desc=desc, unit="ex") as bar):
         futures = [pool.submit(_rollout, task, program_for(i), lm, adapter, ex, i, seed)
                    for i, (ex, seed) in enumerate(zip(examples, seeds, strict=True))]
-        bar = tqdm(as_completed(futures), total=len(futures), disable=desc is None, desc=desc, unit="ex")
-        return sorted((f.result() for f in bar), key=lambda r: r.index)
+        for f in futures:
+            f.add_done_callback(lambda _: bar.update(1))
+        # This thread generates the batches itself: a worker thread would run torch on a second OpenMP
+        # pool, which on a 2-core host cost a third of the throughput (see engine.py's docstring).
+        engine.serve_while(lambda: not all(f.done() for f in futures))
+        return [f.result() for f in futures]  # in example order
 
 
 def _rollout(

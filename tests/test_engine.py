@@ -93,12 +93,33 @@ def test_multi_predictor_program_batches_each_stage(qa_task, tiny_policy):
 
 def test_idle_worker_exits_and_restarts(tiny_policy):
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     engine = BatchingEngine(tiny_policy, idle_s=0.1)
     lm = policy_lm(tiny_policy, engine=engine)
-    with dspy.context(lm=lm, adapter=make_adapter("text")):
-        dspy.Predict("question -> answer")(question="hi")
+
+    def ask(question):  # off the main thread, with nobody hosting: a worker thread serves the call
+        with dspy.context(lm=lm, adapter=make_adapter("text")):
+            dspy.Predict("question -> answer")(question=question)
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(ask, "hi").result()
         time.sleep(0.5)
         assert engine._worker is None  # no thread left behind
-        dspy.Predict("question -> answer")(question="again")  # a new worker starts on demand
+        pool.submit(ask, "again").result()  # a new worker starts on demand
     assert tiny_policy.stats.generate_calls == 2
+
+
+def test_generation_runs_on_the_thread_that_evaluates(qa_task, tiny_policy, monkeypatch):
+    # A worker thread would run torch on a second OpenMP pool (engine.py's docstring): evaluate's caller and
+    # a direct call on the main thread generate themselves, and no worker thread is started.
+    import threading
+
+    threads, generate = [], tiny_policy.generate
+    monkeypatch.setattr(tiny_policy, "generate", lambda *a, **k: threads.append(threading.current_thread())
+                        or generate(*a, **k))
+    evaluate(qa_task, tiny_policy, split="val", n=6, progress=False)
+    engine = BatchingEngine(tiny_policy)
+    with dspy.context(lm=policy_lm(tiny_policy, engine=engine), adapter=make_adapter("text")):
+        dspy.Predict("question -> answer")(question="hi")
+    assert threads == [threading.main_thread()] * 3 and engine._worker is None
