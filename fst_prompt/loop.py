@@ -107,12 +107,14 @@ def _fast_step(stage: Stage, population: Population, proposer: Proposer, config:
     T, B = config.loop.steps_per_cycle, stage.problems_per_step  # B: over all processes
     first = (state.cycle - stage.first_cycle) * T * B  # position in the stage's problem order
     n = config.gepa.anchor_size or mode.anchor_steps(T, stage.cycles) * B
-    say(f"cycle {state.cycle + 1}/{config.total_cycles} · fast step: GEPA round on {n} {stage.task.name} problems")
+    anchor = upcoming_problems(stage.order, first, n)
+    unique = len(set(anchor))  # fewer than n when the train split is smaller than the anchor (RL's order wraps)
+    say(f"cycle {state.cycle + 1}/{config.total_cycles} · fast step: GEPA round on {unique} {stage.task.name} "
+        f"problems" + (f" ({n} anchor entries)" if unique != n else ""))
     scoring = scoring_for(config.gepa, config.rl, trains=mode.trains, max_new_tokens=config.policy.max_new_tokens,
                           cycle=state.cycle)
     population, record = fast_step(stage.task, stage.policy, population, proposer, config.gepa, scoring,
-                                   anchor=upcoming_problems(stage.order, first, n), cycle=state.cycle,
-                                   run_dir=run_dir, progress=progress)
+                                   anchor=anchor, cycle=state.cycle, run_dir=run_dir, progress=progress)
     state.ledger.add_round(record)
     return population
 
