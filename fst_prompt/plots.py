@@ -146,6 +146,9 @@ def fast_weights_figure(runs: list[Run]) -> Figure:
     for ax, ylabel in ((accepted_ax, "proposals accepted in the cycle"), (population_ax, "population size")):
         ax.xaxis.set_major_locator(_integer())
         ax.yaxis.set_major_locator(_integer())
+        # counts start at 0 and span at least one integer: a flat line would otherwise get a fractional range
+        # (3 ± 0.15) in which no integer tick but one fits, and matplotlib then ticks fractions
+        ax.set_ylim(-0.2, max(1.0, ax.get_ylim()[1]) + 0.2)
         _axes(ax, "cycle", ylabel)
     _figure_legend(fig, _legend(runs))
     return fig

@@ -154,3 +154,12 @@ def test_load_cycles_still_gives_dicts(tmp_path):
     write_run(tmp_path / "a")
     cycles = load_cycles(tmp_path / "a")
     assert [c["cycle"] for c in cycles] == [0, 1, 2] and cycles[-1]["val_accuracy_best"] == 0.8
+
+
+def test_a_flat_count_still_gets_integer_ticks(tmp_path):
+    """A population that stays at 3 (as in the demo) once drew ticks 2.84 ... 3.16."""
+    flat = [record(c, 0.5, 0.3, accepted=2, population=3) for c in range(3)]
+    write_run(tmp_path / "a", cycles=flat)
+    for ax in fast_weights_figure(load_runs([tmp_path / "a"])).axes:
+        ticks = [t for t in ax.yaxis.get_majorticklocs() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+        assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
