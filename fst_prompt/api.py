@@ -25,7 +25,7 @@ from fst_prompt.fast.population import Population
 from fst_prompt.loop import run_loop
 from fst_prompt.policy import Policy, Sampling
 from fst_prompt.rundir import CycleRecord, Ledger, RunDir, RunState, TaskResult
-from fst_prompt.state import last_complete_checkpoint
+from fst_prompt.stages import final_checkpoint
 from fst_prompt.task import Task
 
 
@@ -56,12 +56,8 @@ class RunResult:
     @property
     def weights(self) -> Path | None:
         """The trained weights: the last complete checkpoint of the last stage that trained (None: gepa mode)."""
-        for index in reversed(range(len(self.config.stages()))):
-            folder = self.run_dir.checkpoints(index if self.config.schedule else None)
-            last = last_complete_checkpoint(folder, remove_partial=False) if folder.is_dir() else None
-            if last:
-                return Path(last)
-        return None
+        last = final_checkpoint(self.run_dir, self.config)
+        return Path(last) if last else None
 
     def policy(self, **kwargs: Any) -> Policy:
         """The run's final policy, loaded in this process: the trained weights, or the base model in gepa mode.

@@ -24,8 +24,7 @@ from fst_prompt.config import RunConfig, load_config
 from fst_prompt.fast.population import Population
 from fst_prompt.programs import load_task
 from fst_prompt.rundir import CycleRecord, RunDir, RunState
-from fst_prompt.stages import checkpoint_dir
-from fst_prompt.state import last_complete_checkpoint
+from fst_prompt.stages import final_checkpoint
 
 # Trainer state in a TRL checkpoint that a model folder does not need.
 _TRAINING_ONLY = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json", "training_args.bin"}
@@ -50,7 +49,7 @@ def export_run(run_dir: Path, out: Path) -> list[Path]:
         path = out / (f"program-{name}.json" if config.schedule else "program.json")
         _with_instructions(program, best.instructions).save(str(path))
         written.append(path)
-    model_dir = _copy_last_checkpoint(_last_checkpoint(run, config), out / "model")
+    model_dir = _copy_last_checkpoint(final_checkpoint(run, config), out / "model")
     if model_dir:
         written.append(model_dir)
     cycles = run.cycles() if run.has_cycles() else []
@@ -74,16 +73,6 @@ def _with_instructions(program: dspy.Module, instructions: dict[str, str]) -> ds
         if name in instructions:
             predictor.signature = predictor.signature.with_instructions(instructions[name])
     return program
-
-
-def _last_checkpoint(run_dir: RunDir, config: RunConfig) -> str | None:
-    """The last complete checkpoint of the last stage that has one (read only: nothing is cleaned up)."""
-    for index in reversed(range(len(config.stages()))):
-        folder = checkpoint_dir(run_dir, config, index)
-        last = last_complete_checkpoint(folder, remove_partial=False) if folder.is_dir() else None
-        if last:
-            return last
-    return None
 
 
 def _copy_last_checkpoint(last: str | None, dest: Path) -> Path | None:

@@ -81,6 +81,18 @@ def checkpoint_dir(run_dir: RunDir, config: RunConfig, index: int) -> Path:
     return run_dir.checkpoints(index if config.schedule else None)
 
 
+def final_checkpoint(run_dir: RunDir, config: RunConfig) -> str | None:
+    """The run's trained weights: the last complete checkpoint of the last stage that has one (None: gepa mode).
+    Read only: nothing is cleaned up, so it works on a run that is still going."""
+    for index in reversed(range(len(config.stages()))):
+        folder = checkpoint_dir(run_dir, config, index)
+        last = last_complete_checkpoint(folder, remove_partial=False) if folder.is_dir() else None
+        if last:
+            return last
+    return None
+
+
+
 class Schedule:
     """Hands out the stage of each cycle, building a stage's trainer and policy when the task changes."""
 
