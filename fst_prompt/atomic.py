@@ -31,10 +31,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """One JSON record per line, in one `write` (logs; a crash can cost at most the line being written). A
-    torn last line left by an earlier crash is ended first, so the new record starts a line of its own."""
-    data = (json.dumps(record, default=str) + "\n").encode()
+def append_jsonl(path: Path, record: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """One JSON record per line (a list: one line each), in one `write` (logs; a crash can cost at most the lines
+    being written). A torn last line left by an earlier crash is ended first, so the new record starts a line of
+    its own."""
+    records = record if isinstance(record, list) else [record]
+    data = "".join(json.dumps(r, default=str) + "\n" for r in records).encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size

@@ -181,8 +181,10 @@ class GEPAConfig(Strict):
         None, ge=1, description="most of the minibatch's problems shown to the reflection LM (the wrong ones "
         "first, then one right one), so a larger minibatch judges proposals more surely without a longer (slower) "
         "reflection prompt; default: all of them")
-    samples_per_problem: int = Field(4, ge=1, description="S: rollouts per problem when scoring a candidate, at "
-                                     "the scoring temperature; the problem's score is their mean")
+    samples_per_problem: int | None = Field(
+        None, ge=1, description="S: new rollouts per problem when scoring a candidate, at the scoring temperature; "
+        "the problem's score is their mean. Default: 4, or 1 with rollouts=rl (the parent's side is then its G/K "
+        "stored RL rollouts a problem)")
     temperature: float | None = Field(
         None, ge=0, description="sampling temperature of scoring rollouts; default: rl.temperature (with "
         "rl.top_p and rl.max_completion_length: what RL samples) in the modes that train, 0 (greedy, one rollout, "
@@ -193,6 +195,26 @@ class GEPAConfig(Strict):
     anchor_size: int | None = Field(
         None, ge=1, description="problems in a fast step's anchor (Pareto) set, in the order RL visits them from "
         "the next RL step on; default: exactly the problems of the next T RL steps (gepa-then-rl: of all its steps)")
+    rollouts: Literal["rl", "own"] = Field(
+        "rl", description="where an FST fast step's rollouts come from. rl (one stream): reflection and the carried "
+        "candidates' scores read the RL rollouts of the last T steps from the run's rollout store, and only judging "
+        "a new proposal draws new ones (within new_rollouts); a stage's first fast step, with no RL rollouts yet, "
+        "samples its own within the same budget. own: every fast step samples its own rollouts (the behaviour "
+        "before 2026-12-07). gepa and gepa-then-rl rounds always sample their own (there is no RL before them)")
+    judging: Literal["minibatch", "online"] = Field(
+        "minibatch", description="with rollouts=rl, how a new proposal is judged. minibatch: on a minibatch of the "
+        "anchor, its parent's side served from the store (gepa's acceptance test); online: put on trial in the "
+        "next T RL steps' contexts beside the population (no new rollouts) and kept or dropped by the Pareto rule "
+        "on the RL rollouts drawn under it")
+    new_rollouts: int | None = Field(
+        None, ge=0, description="with rollouts=rl, most new policy rollouts a fast step draws (scoring a proposal "
+        "and what the store lacks; the val checks aside); default: one cycle's RL rollouts (T x B x G)")
+    max_staleness: int | None = Field(
+        None, ge=1, description="with rollouts=rl, the oldest stored RL rollout a score may be read from, in RL "
+        "steps before the fast step (older ones are not reused); default: T")
+    trials: int = Field(2, ge=1, description="online judging: proposals put on trial per fast step")
+    keep_rollout_cycles: int = Field(2, ge=1, description="cycles of RL rollouts the store keeps whole; older "
+                                     "rows keep their scores and ids, not their text")
     use_merge: bool = Field(False, description="gepa's merge proposals (opt-in)")
     use_wandb: bool = Field(False, description="gepa's own Weights & Biases tracking (off by default)")
     use_mlflow: bool = Field(False, description="gepa's own MLflow tracking (off by default)")

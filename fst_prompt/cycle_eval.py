@@ -44,12 +44,15 @@ def evaluate_cycle(stage: Stage, tasks: list[Task], population: Population, conf
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · evaluation: val accuracy (n={min(n, len(task.val))}), "
         f"best and seed instruction{', KL probe' if stage.trainer else ''}")
     seed = seed_instructions(config, task)
-    seed_acc = evaluate(task, stage.policy, split="val", n=n, instructions=seed, progress=False).accuracy
-    by_task = {t.name: seed_acc if t is task and best.instructions == seed else  # same instructions: one evaluation
-               evaluate(t, stage.policy, split="val", n=n, instructions=best.instructions, progress=False).accuracy
-               for t in tasks[: stage.index + 1]}
+    seed_eval = evaluate(task, stage.policy, split="val", n=n, instructions=seed, progress=False)
+    evaluations = {t.name: seed_eval if t is task and best.instructions == seed else  # same instructions: one
+                   evaluate(t, stage.policy, split="val", n=n, instructions=best.instructions, progress=False)
+                   for t in tasks[: stage.index + 1]}
+    seed_acc, by_task = seed_eval.accuracy, {name: e.accuracy for name, e in evaluations.items()}
+    state.ledger.eval_rollouts += seed_eval.n + sum(e.n for e in evaluations.values() if e is not seed_eval)
     kl, kl_stderr = 0.0, 0.0  # gepa mode: the weights never move
     if stage.trainer is not None:
+        state.ledger.eval_rollouts += config.rl.kl_probe_n * config.rl.kl_samples
         rl, trainer = config.rl, stage.trainer
         estimate = kl_to_base(trainer.model, trainer.processing_class, probe_conversations(task, rl.kl_probe_n),
                               base=stage.kl_base, samples_per_prompt=rl.kl_samples,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import yaml
 
@@ -37,6 +38,7 @@ from fst_prompt.fast.reflection import Proposer, check_reflection_ready
 from fst_prompt.fast.step import fast_step, open_proposer, recall_rejected, scoring_for
 from fst_prompt.modes import Mode, resolve_mode
 from fst_prompt.plots import plot_runs
+from fst_prompt.rollouts import recent_problems, serve
 from fst_prompt.rundir import CycleRecord, RunDir, RunState
 from fst_prompt.stages import Schedule, Stage, forgetting_matrix, load_tasks, seed_instructions, upcoming_problems
 from fst_prompt.state import changed_fields, config_fields, last_complete_checkpoint, run_lock
@@ -90,7 +92,7 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True, 
             if state.phase == "slow":
                 step_eval.begin(stage, population.best().instructions, state)
                 _slow_step(stage, mode.train_contexts(population, seed_instructions(config, stage.task)), config,
-                           state, procs, step_eval)
+                           state, procs, step_eval, run_dir)
                 step_eval.end()
                 state = _commit(procs, state, run_dir, population, phase="eval")
             with generating(stage.trainer):
@@ -103,24 +105,40 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True, 
 
 def _fast_step(stage: Stage, population: Population, proposer: Proposer, config: RunConfig, mode: Mode,
                state: RunState, run_dir: RunDir, progress: bool) -> Population:
-    """A GEPA round under the current weights, anchored on the problems the next RL steps use."""
-    T, B = config.loop.steps_per_cycle, stage.problems_per_step  # B: over all processes
-    first = (state.cycle - stage.first_cycle) * T * B  # position in the stage's problem order
-    n = config.gepa.anchor_size or mode.anchor_steps(T, stage.cycles) * B
-    anchor = upcoming_problems(stage.order, first, n)
+    """A GEPA round under the current weights. With one rollout stream it reads the RL rollouts of the last T
+    steps and is anchored on their problems; a stage's first round (no RL rollouts yet) and every round of
+    `gepa.rollouts: own` sample their own, anchored on the problems the next RL steps use."""
+    T, B, gepa = config.loop.steps_per_cycle, stage.problems_per_step, config.gepa  # B: over all processes
+    stream = mode.reads_rl_rollouts and gepa.rollouts == "rl"
+    anchor, served = [], None
+    if stream:
+        now, max_age = state.ledger.rl_steps, gepa.max_staleness or T
+        rows = run_dir.rollouts.rows(stage.task.name)
+        anchor = recent_problems(rows, now=now, max_age=max_age)
+        served = serve(rows, now=now, max_age=max_age)
+    judging = gepa.judging if anchor else "minibatch"
+    if not anchor:
+        first = (state.cycle - stage.first_cycle) * T * B  # position in the stage's problem order
+        anchor = upcoming_problems(stage.order, first, gepa.anchor_size or mode.anchor_steps(T, stage.cycles) * B)
     unique = len(set(anchor))  # fewer than n when the train split is smaller than the anchor (RL's order wraps)
+    source = (f"the RL rollouts of the last {max_age} steps, judging {judging}" if served else
+              "a sampled round (no RL rollouts yet)" if stream else "")
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · fast step: GEPA round on {unique} {stage.task.name} "
-        f"problems" + (f" ({n} anchor entries)" if unique != n else ""))
-    scoring = scoring_for(config.gepa, config.rl, trains=mode.trains, max_new_tokens=config.policy.max_new_tokens,
-                          cycle=state.cycle)
-    population, record = fast_step(stage.task, stage.policy, population, proposer, config.gepa, scoring,
-                                   anchor=anchor, cycle=state.cycle, run_dir=run_dir, progress=progress)
+        f"problems" + (f" ({len(anchor)} anchor entries)" if unique != len(anchor) else "")
+        + (f", from {source}" if source else ""))
+    scoring = scoring_for(gepa, config.rl, trains=mode.trains, max_new_tokens=config.policy.max_new_tokens,
+                          cycle=state.cycle, stream=stream)
+    budget = (gepa.new_rollouts if gepa.new_rollouts is not None else T * B * config.rl.num_generations
+              ) if stream else None
+    population, record = fast_step(stage.task, stage.policy, population, proposer, gepa, scoring, anchor=anchor,
+                                   cycle=state.cycle, run_dir=run_dir, progress=progress,
+                                   served=served if stream else None, new_rollouts=budget, judging=judging)
     state.ledger.add_round(record)
     return population
 
 
 def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, state: RunState,
-               procs: Processes, step_eval: StepEval) -> None:
+               procs: Processes, step_eval: StepEval, run_dir: RunDir) -> None:
     """Train to the end of this cycle's T steps, resuming TRL from its last checkpoint (optimizer, RNG, data)."""
     trainer, T = stage.trainer, config.loop.steps_per_cycle
     assert trainer is not None  # modes that train have a trainer
@@ -129,6 +147,7 @@ def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, 
         f"{stage.task.name} with {len(contexts)} context(s)" + (f", {procs.count} processes" * (procs.count > 1)))
     # the main process removes a checkpoint a crash left half-written; every process resumes from the same one
     checkpoint = procs.on_main(last_complete_checkpoint, trainer.args.output_dir)
+    procs.on_main(_align_store, run_dir, stage, config, checkpoint)
     record = trainer.train_until(target, contexts, resume_from=checkpoint)
     errors = procs.sum(record.metric_errors)  # every process scores its own rollouts
     if errors:
@@ -137,6 +156,15 @@ def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, 
     state.ledger.rl_steps = stage.first_cycle * T + record.last_step
     state.ledger.rl_rollouts = state.ledger.rl_steps * stage.problems_per_step * config.rl.num_generations
     state.ledger.slow_seconds += record.seconds - step_eval.seconds  # RL time only
+
+
+def _align_store(run_dir: RunDir, stage: Stage, config: RunConfig, checkpoint: str | None) -> None:
+    """The rollout store as of the checkpoint the trainer resumes from: the rows of the steps about to be redone
+    (a crash after it) go, and rows older than `gepa.keep_rollout_cycles` cycles keep only their scores."""
+    T = config.loop.steps_per_cycle
+    step = stage.first_cycle * T + (int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0)
+    run_dir.rollouts.drop_from(step)
+    run_dir.rollouts.summarise_before(step - config.gepa.keep_rollout_cycles * T)
 
 
 def _evaluate_and_log(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
@@ -219,9 +247,11 @@ def _commit(procs: Processes, state: RunState, run_dir: RunDir, population: Popu
 def _cycle_line(r: CycleRecord, total: int) -> str:
     ledger = r.ledger
     baseline = f" (constant baseline {r.val_majority_baseline:.3f})" if r.val_majority_baseline is not None else ""
+    checks = f" + val checks {ledger.gepa_val_rollouts}" if ledger.gepa_val_rollouts else ""
+    reused = f" (RL rollouts read by it: {ledger.gepa_reused_rollouts})" if ledger.gepa_reused_rollouts else ""
     return (f"cycle {r.cycle + 1}/{total} [{r.mode}]: val accuracy best {r.val_accuracy_best:.3f} "
             f"(seed {r.val_accuracy_seed:.3f}){baseline}; KL {r.kl:.3f}; RL steps {ledger.rl_steps}; "
-            f"rollouts RL {ledger.rl_rollouts} + GEPA {ledger.gepa_rollouts}; "
+            f"rollouts RL {ledger.rl_rollouts} + fast loop new {ledger.fast_new_rollouts}{checks}{reused}; "
             f"proposals {ledger.proposals_accepted}/{ledger.proposals_tried}; "
             f"fast {ledger.fast_seconds:.0f} s, slow {ledger.slow_seconds:.0f} s"
             + (f"; metric errors {ledger.rl_metric_errors}" if ledger.rl_metric_errors else "")

@@ -26,13 +26,18 @@ class Mode:
     contexts: Literal["population", "seed", "best"]  # what the slow step rolls out with
     anchor_whole_stage: bool  # anchor on all the stage's RL problems, not just the next cycle's
 
+    @property
+    def reads_rl_rollouts(self) -> bool:
+        """Whether its fast steps can read the RL rollouts of the cycle before (one rollout stream)."""
+        return self.trains and self.fast == "every"
+
     def fast_step_in(self, cycle: int) -> bool:
         return self.fast == "every" or (self.fast == "first" and cycle == 0)
 
     def train_contexts(self, population: Population, seed: dict[str, str]) -> list[dict[str, str]]:
         """The instructions the slow step's rollouts use (best first)."""
         if self.contexts == "population":
-            return [c.instructions for c in population.candidates]
+            return population.contexts
         if self.contexts == "best":
             return [population.best().instructions]
         return [seed]

@@ -1,9 +1,10 @@
 """Figures from one or several run directories (PNG, matplotlib), read only through `RunDir`:
 
-- accuracy.png: val accuracy vs RL step, and vs total policy rollouts (RL + GEPA), with the best instruction
-  (solid) and the seed instruction (dashed, lighter) of each run, each point with its 95% Wilson interval
-  (runs that record eval_n), starting from step 0 (base weights, seed instruction; runs that record
-  start.json), and the constant-answer baseline of each task as a dotted line (runs that record it);
+- accuracy.png: val accuracy vs RL step, and vs all policy rollouts (RL's and the fast loop's new ones: every
+  mode on one axis), with the best instruction (solid) and the seed instruction (dashed, lighter) of each run,
+  each point with its 95% Wilson interval (runs that record eval_n), starting from step 0 (base weights, seed
+  instruction; runs that record start.json), and the constant-answer baseline of each task as a dotted line
+  (runs that record it);
 - kl_vs_accuracy.png: KL(pi || pi_base) on the probe set, with its standard error, vs val accuracy with its
   Wilson interval, one point per cycle (and the start, at KL 0), each labelled with its cycle number;
 - fast_weights.png: accepted proposals and population size per cycle (cycles numbered from 1, as the console);
@@ -107,7 +108,7 @@ def accuracy_figure(runs: list[Run]) -> Figure:
         ax.xaxis.set_major_locator(_integer())
     started, accuracy = any(run.start for run in runs), "val accuracy" + _interval(runs)
     _axes(by_steps, "RL steps" + (" (0: base weights, seed instruction)" if started else ""), accuracy)
-    _axes(by_rollouts, "policy rollouts (RL + GEPA)", accuracy)
+    _axes(by_rollouts, "policy rollouts (RL + fast loop's new)", accuracy)
     _figure_legend(fig, _legend(runs, ("best instruction", BEST), ("seed instruction", SEED))
                    + _baseline_handles(runs, baselines))
     return fig

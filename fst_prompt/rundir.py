@@ -7,6 +7,7 @@
       metrics.jsonl          one `CycleRecord` per evaluated cycle
       rounds.jsonl           one `RoundRecord` per GEPA round
       steps.jsonl            one `StepRecord` per RL step (TRL's log dict, tagged)
+      rollouts.jsonl         every RL rollout (`rollouts.RolloutStore`), which the fast loop reads
       evals.jsonl            one `StepEvalRecord` per light evaluation between RL steps (loop.eval_every)
       result.json            test accuracy of the seed vs the best instruction, at the end (loop.test_n)
       forgetting.json        a schedule's accuracy on task i after stage j
@@ -29,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from fst_prompt.atomic import append_jsonl, read_jsonl, write_json_atomic, write_text_atomic
+from fst_prompt.rollouts import RolloutStore
 
 CONFIG, STATE, START, METRICS, ROUNDS = "config.yaml", "state.json", "start.json", "metrics.jsonl", "rounds.jsonl"
 STEPS, EVALS, RESULT, FORGETTING = "steps.jsonl", "evals.jsonl", "result.json", "forgetting.json"
+ROLLOUTS = "rollouts.jsonl"
 PROGRAM, CHECKPOINTS, PLOTS, ERROR_LOG = "program", "checkpoints", "plots", "error.log"
 # The run's record files (what a study keeps of a finished run besides its weights)
-RECORDS = (METRICS, EVALS, ROUNDS, STEPS, STATE, CONFIG, FORGETTING, RESULT, START)
-LOGS = (STEPS, EVALS, METRICS, ROUNDS)  # append-only logs
+RECORDS = (METRICS, EVALS, ROUNDS, STEPS, STATE, CONFIG, FORGETTING, RESULT, START, ROLLOUTS)
+LOGS = (STEPS, EVALS, METRICS, ROUNDS, ROLLOUTS)  # append-only logs
 # What may already be in a new run's directory: the lock, a runner's log, and what an earlier start that
 # stopped before the run began left (its error log, the reflection server's log and journal), and the program
 # `FST.compile` saves before it starts the run.
@@ -50,7 +53,10 @@ class Ledger:
 
     rl_steps: int = 0
     rl_rollouts: int = 0
-    gepa_rollouts: int = 0  # completions the policy generated for GEPA
+    gepa_rollouts: int = 0  # completions the policy generated for the fast loop (its val checks included)
+    gepa_val_rollouts: int = 0  # of those, the accepted proposals' held-out val checks (gepa.val_check_n)
+    gepa_reused_rollouts: int = 0  # RL rollouts the fast loop read from the rollout store instead of drawing
+    eval_rollouts: int = 0  # the cycle evaluations' (val accuracy best and seed, the KL probe's samples)
     gepa_metric_calls: int = 0  # gepa's count (cache hits included)
     proposals_tried: int = 0
     proposals_accepted: int = 0
@@ -64,10 +70,18 @@ class Ledger:
 
     @property
     def total_rollouts(self) -> int:
+        """Every policy rollout that trained or chose something: RL's and the fast loop's new ones."""
         return self.rl_rollouts + self.gepa_rollouts
+
+    @property
+    def fast_new_rollouts(self) -> int:
+        """The fast loop's own new rollouts, its val checks (a diagnostic) aside."""
+        return self.gepa_rollouts - self.gepa_val_rollouts
 
     def add_round(self, record: RoundRecord) -> None:
         self.gepa_rollouts += record.policy_rollouts
+        self.gepa_val_rollouts += record.val_rollouts
+        self.gepa_reused_rollouts += record.reused_rollouts
         self.gepa_metric_calls += record.metric_calls
         self.proposals_tried += record.proposals_tried
         self.proposals_accepted += record.proposals_accepted
@@ -187,6 +201,10 @@ class RoundRecord:
     reflection_retried: int = 0  # transient error responses (408, 409, 429, 5xx) received from the endpoint
     task: str = ""  # the task of the round's stage
     anchor: list[int] = field(default_factory=list)  # the train problems it was anchored on
+    judging: str = "own"  # own: sampled its own rollouts; minibatch / online: read RL's (gepa.rollouts = rl)
+    reused_rollouts: int = 0  # RL rollouts read from the store (scores and reflection), not drawn
+    val_rollouts: int = 0  # of policy_rollouts, the held-out val checks of accepted proposals
+    trials: list[dict[str, Any]] = field(default_factory=list)  # online: proposals put on trial for the next T steps
 
     @property
     def reflection_faults(self) -> int:
@@ -336,6 +354,11 @@ class RunDir:
     @property
     def evals_path(self) -> Path:
         return self.path / EVALS
+
+    @property
+    def rollouts(self) -> RolloutStore:
+        """Every RL rollout of the run, which the fast loop reads (`rollouts.py`)."""
+        return RolloutStore(self.path / ROLLOUTS)
 
     def is_run(self) -> bool:
         return self.config_path.is_file()

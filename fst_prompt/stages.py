@@ -129,6 +129,7 @@ class Schedule:
                                 max_steps=cycles * T, order=order, model=model, callbacks=self.callbacks,
                                 weight_first=pc.weight_first, dtype=pc.dtype, shuffle_dataset=False,
                                 ddp_timeout=config.loop.wait_minutes * 60, **config.rl.trainer_args)
+        trainer.keep_rollouts(self.run_dir.rollouts, step_offset=self.starts[index] * T)  # the fast loop reads them
         resumed = last_complete_checkpoint(checkpoint_dir(self.run_dir, config, index), remove_partial=False)
         if resumed:  # a resumed stage: its next GEPA round and evaluation must see the trained weights, not the
             trainer._load_from_checkpoint(resumed)  # base's (TRL's own loader: full weights or the LoRA adapter)

@@ -55,8 +55,10 @@ class FakeOpenAI(BaseHTTPRequestHandler):
     auth_headers: list[str] = []
     # Faults, for the tests that need them: every request answered with this status (e.g. 401), or with
     # probability `fault_rate` one of: a 500, an empty reply, a body that is not JSON. With `first_clean` the
-    # first request (the start-up check) is answered well. Reset with `FakeOpenAI.reset()`.
+    # first request (the start-up check) is answered well. `numbered`: each reply names its request's number, so
+    # no two proposals are alike. Reset with `FakeOpenAI.reset()`.
     status: int = 200
+    numbered: bool = False
     fault_rate: float = 0.0
     first_clean: bool = True
     faults: list[str] = []
@@ -64,7 +66,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
     @classmethod
     def reset(cls) -> None:
-        cls.auth_headers, cls.status, cls.fault_rate, cls.first_clean = [], 200, 0.0, True
+        cls.auth_headers, cls.status, cls.fault_rate, cls.first_clean, cls.numbered = [], 200, 0.0, True, False
         cls.faults, cls.rng = [], random.Random(0)
 
     def do_POST(self):  # noqa: N802 - http.server's naming
@@ -79,7 +81,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             status = 500 if fault == "500" else FakeOpenAI.status
             self._send(status, json.dumps({"error": {"message": f"status {status}", "type": "x"}}).encode())
             return
-        content = "" if fault == "empty" else "```\nAdd the numbers. Reply with digits.\n```"
+        number = f" (proposal {len(FakeOpenAI.auth_headers)})" if FakeOpenAI.numbered else ""
+        content = "" if fault == "empty" else f"```\nAdd the numbers. Reply with digits.{number}\n```"
         body = b"<html>garbage" if fault == "garbage" else json.dumps({
             "id": "x", "object": "chat.completion", "created": 0, "model": "fake",
             "choices": [{"index": 0, "finish_reason": "stop",

@@ -1,6 +1,7 @@
 """A real `kill -9` of `fst run` during its RL phase, then `--resume`: nothing checkpointed is lost or counted
 twice (slow: subprocesses, the tiny model, a scripted reflection endpoint on loopback)."""
 
+import hashlib
 import json
 import os
 import signal
@@ -12,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fst_prompt.state import RunState
+from fst_prompt.rundir import RunDir
+from fst_prompt.state import RunState, last_complete_checkpoint
 from tests.test_loop import config as loop_config
 
 
@@ -30,8 +32,16 @@ def fst(*args: str) -> subprocess.Popen:
 
 
 def ledger(run_dir: Path) -> dict:
+    """The counters, the population and the rollout store: what must not differ from an uninterrupted run."""
     state = RunState.load(run_dir)
-    return {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")} | {"cycle": state.cycle}
+    counters = {k: v for k, v in vars(state.ledger).items() if not k.endswith("seconds")}
+    return counters | {"cycle": state.cycle, "population": state.population,
+                       "rollouts": RunDir(run_dir).rollouts.rows(), "weights": weights(run_dir)}
+
+
+def weights(run_dir: Path) -> str:
+    last = last_complete_checkpoint(run_dir / "checkpoints", remove_partial=False)
+    return hashlib.sha256((run_dir / "checkpoints" / last / "model.safetensors").read_bytes()).hexdigest()
 
 
 def wait_for_slow_checkpoint(proc: subprocess.Popen, run_dir: Path, checkpoint: str) -> None:

@@ -12,6 +12,7 @@ from fst_prompt import loop, stages
 from fst_prompt.cli import main
 from fst_prompt.config import ConfigError, RunConfig, load_config
 from fst_prompt.policy import Sampling
+from fst_prompt.rundir import RunDir
 from fst_prompt.state import RunState, last_complete_checkpoint, run_lock
 
 
@@ -51,6 +52,7 @@ def comparable(state: RunState, run_dir=None) -> dict:
         out["weights"] = hashlib.sha256((weights / "model.safetensors").read_bytes()).hexdigest()
         out["cycles"] = [(c["val_accuracy_best"], c["val_accuracy_seed"], round(c["kl"], 6))
                          for c in load_cycles(run_dir)]
+        out["rollouts"] = RunDir(run_dir).rollouts.rows()  # the store: every RL rollout, once
     return out
 
 
@@ -64,6 +66,15 @@ def test_fst_run_ledger_and_files(tmp_path, tiny_path, endpoint):
     assert [c["cycle"] for c in cycles] == [0, 1] and [c["rl_steps"] for c in cycles] == [2, 4]
     assert len((run / "rounds.jsonl").read_text().splitlines()) == 2
     assert sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))[-1] == "checkpoint-4"
+    # one rollout stream: every RL rollout is stored; the second round read cycle 0's and drew at most a cycle's
+    rows, (first, second) = RunDir(run).rollouts.rows(), RunDir(run).rounds()
+    assert len(rows) == 16 and sorted({r.version for r in rows}) == [0, 1, 2, 3]
+    assert {r.candidate for r in rows} <= {c["id"] for r in RunDir(run).rounds() for c in r.population}
+    assert first.judging == "minibatch" and first.reused_rollouts == 0  # no RL rollouts yet: a sampled round
+    assert second.reused_rollouts > 0 and sorted(set(second.anchor)) == sorted({r.example_index for r in rows
+                                                                                  if r.version < 2})
+    assert all(r.policy_rollouts - r.val_rollouts <= 2 * 2 * 2 for r in (first, second))  # T x B x G
+    assert state.ledger.gepa_reused_rollouts == second.reused_rollouts
 
 
 def test_evaluations_between_rl_steps_leave_the_training_trajectory_unchanged(tmp_path, tiny_path, endpoint,
@@ -157,7 +168,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
     real_slow = loop._slow_step
     calls = {"n": 0}
 
-    def crashing_slow(stage, contexts, cfg_, state, procs, step_eval):
+    def crashing_slow(stage, contexts, cfg_, state, procs, step_eval, run_dir):
         calls["n"] += 1
         if calls["n"] == 2:  # the second cycle's slow phase
             if crash_in in ("middle_of_slow", "mid_checkpoint_write"):
@@ -167,7 +178,7 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_path, endpo
             if crash_in == "mid_checkpoint_write":  # killed while saving: the Trainer writes trainer_state.json last
                 (tmp_path / "b" / "run" / "checkpoints" / "checkpoint-3" / "trainer_state.json").unlink()
             raise KeyboardInterrupt("simulated crash")
-        return real_slow(stage, contexts, cfg_, state, procs, step_eval)
+        return real_slow(stage, contexts, cfg_, state, procs, step_eval, run_dir)
 
     monkeypatch.setattr(loop, "_slow_step", crashing_slow)
     with pytest.raises(KeyboardInterrupt):

@@ -39,6 +39,12 @@ def candidate_id(instructions: dict[str, str]) -> str:
 class Population:
     k: int
     candidates: list[Candidate]
+    trials: list[Candidate] = field(default_factory=list)  # online judging: proposals on trial, outside the K
+
+    @property
+    def contexts(self) -> list[dict[str, str]]:
+        """The instructions RL rolls out with: the K candidates (best first as carried), then any on trial."""
+        return [c.instructions for c in self.candidates + self.trials]
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -84,7 +90,7 @@ class Population:
         order = sorted(range(len(self.candidates)),
                        key=lambda i: (self.candidates[i].id not in front_ids, -coverage[i],
                                       -self.candidates[i].mean_score, i))
-        return Population(k=self.k, candidates=[self.candidates[i] for i in order[: self.k]])
+        return Population(k=self.k, candidates=[self.candidates[i] for i in order[: self.k]], trials=list(self.trials))
 
     def _instance_fronts(self) -> dict[str, set[int]]:
         instances = set().union(*(c.scores for c in self.candidates)) if self.candidates else set()
@@ -98,11 +104,13 @@ class Population:
     # -- persistence -------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "k": self.k, "candidates": [asdict(c) for c in self.candidates]}
+        out = {"schema_version": SCHEMA_VERSION, "k": self.k, "candidates": [asdict(c) for c in self.candidates]}
+        return out | ({"trials": [asdict(c) for c in self.trials]} if self.trials else {})
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Population:
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(f"population schema_version {version!r} is not supported (expected {SCHEMA_VERSION})")
-        return cls(k=data["k"], candidates=[Candidate(**c) for c in data["candidates"]])
+        return cls(k=data["k"], candidates=[Candidate(**c) for c in data["candidates"]],
+                   trials=[Candidate(**c) for c in data.get("trials", [])])

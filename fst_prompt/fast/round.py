@@ -9,6 +9,11 @@ gepa's proposed multi-seed warm start, built with gepa's public state (`GEPAStat
 directory, which `gepa.optimize(run_dir=...)` resumes from). Each proposal is recorded with its
 minibatch scores; each accepted one with its anchor gain over its parent and, as an overfitting check,
 its gain on the first `val_check_n` held-out val problems. All candidates then compete for K places.
+
+One rollout stream (`served`, `new_rollouts`): the carried candidates' scores and the rollouts reflection reads
+are the RL rollouts the slow loop drew under them (`rollouts.serve`), so a parent's side costs nothing; only
+what the store lacks (a new proposal's minibatch and anchor scores) is rolled out, and the round stops before a
+proposal could take its new rollouts past `new_rollouts`.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from fst_prompt.fast.adapter import Scored, Scoring, TaskAdapter, example_id
 from fst_prompt.fast.population import Candidate, Population, candidate_id
 from fst_prompt.fast.reflection import Proposer
 from fst_prompt.policy import Policy
+from fst_prompt.rollouts import StoredScore
 from fst_prompt.rundir import RoundRecord
 from fst_prompt.task import Task
 
@@ -66,13 +72,16 @@ class _ProposalLog:
 def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[dspy.Example],
                proposer: Proposer, config: GEPAConfig, *, scoring: Scoring | None = None, cycle: int = 0,
                work_dir: Path | None = None, log_path: Path | None = None, progress: bool = True,
+               served: dict[tuple[str, str], StoredScore] | None = None, new_rollouts: int | None = None,
                ) -> tuple[Population, RoundRecord]:
+    """`served`: scores read from the RL rollouts (one stream); `new_rollouts`: the most the round may draw."""
     import gepa
 
-    t0, reflection0, outcomes0 = time.perf_counter(), _snapshot(proposer), dict(proposer.outcomes)
+    t0, reflection0, outcomes0 = time.perf_counter(), reflection_snapshot(proposer), dict(proposer.outcomes)
     proposer.task_statement = task.seed_instructions() if proposer.keep_task_statement else {}
     proposer.forget_last_failure()  # a round resumed in a fresh process starts without one either
-    adapter = TaskAdapter(task, policy, scoring=scoring or Scoring(), records=config.reflection_records)
+    scoring = scoring or Scoring()
+    adapter = TaskAdapter(task, policy, scoring=scoring, records=config.reflection_records, served=served)
     ids = [example_id(ex) for ex in anchor]
     scored = {c.id: adapter.score(anchor, c.instructions) for c in population.candidates}  # older scores are stale
     for c in population.candidates:
@@ -82,6 +91,11 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
     # The budget counts the first seed's anchor scoring, as for a single seed; the others' re-scoring is extra.
     budget = config.max_metric_calls + (len(carried) - 1) * len(anchor)
     bar, log = RoundProgress(budget, proposer, show=progress), _ProposalLog(proposer, config.reflection_minibatch_size)
+    # a proposal costs at most its rollouts on the whole anchor (its minibatch first, then the rest if accepted)
+    per_proposal = len(anchor) * (scoring.samples if scoring.sampled else 1)
+    stops = [lambda _state: proposer.fatal is not None]  # a refused endpoint ends the round
+    if new_rollouts is not None:
+        stops.append(lambda _state: adapter.rollouts + per_proposal > new_rollouts)
     with _round_dir(work_dir) as gepa_dir:
         _warm_start(carried, scored).save(str(gepa_dir))
         try:
@@ -91,7 +105,7 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
                 reflection_minibatch_size=config.reflection_minibatch_size, use_merge=config.use_merge,
                 seed=(config.seed or 0) + cycle, display_progress_bar=False, logger=_LogFile(log_path),
                 run_dir=str(gepa_dir), track_best_outputs=False, callbacks=[bar, log],
-                stop_callbacks=[lambda _state: proposer.fatal is not None],  # a refused endpoint ends the round
+                stop_callbacks=stops,
                 use_wandb=config.use_wandb, use_mlflow=config.use_mlflow,
             )
         finally:
@@ -108,12 +122,12 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
         merged.add(Candidate(id=gepa_ids[i], instructions=dict(instructions), scores=scores,
                              parents=old.parents if old else [gepa_ids[p] for p in result.parents[i] if p is not None],
                              born_cycle=old.born_cycle if old else cycle))
+    rollouts_before_val = adapter.rollouts
     proposals = _check_accepted(log.entries, result, adapter, task, config.val_check_n)
     population = merged.select_top_k()
     best = population.best()
     failures = {k: v - outcomes0.get(k, 0) for k, v in proposer.outcomes.items() if k not in NOT_FAILURES}
-    lm_calls, lm_failures, lm_retried, p_tok, c_tok, lm_s = (a - b for a, b in zip(_snapshot(proposer), reflection0,
-                                                                                  strict=True))
+    lm_calls, lm_failures, lm_retried, p_tok, c_tok, lm_s = reflection_since(proposer, reflection0)
     record = RoundRecord(
         cycle=cycle, proposals_tried=proposer.outcomes["proposed"] - outcomes0.get("proposed", 0),
         proposals_accepted=sum(p["accepted"] for p in proposals),
@@ -123,6 +137,8 @@ def gepa_round(population: Population, task: Task, policy: Policy, anchor: list[
         seconds=time.perf_counter() - t0, best_id=best.id, best_score=best.mean_score,
         population=[{"id": c.id, "mean_score": c.mean_score, "parents": c.parents} for c in population.candidates],
         proposals=proposals, reflection_retried=lm_retried, task=task.name,
+        judging="minibatch" if served is not None else "own", reused_rollouts=adapter.reused,
+        val_rollouts=adapter.rollouts - rollouts_before_val,
     )
     return population, record
 
@@ -188,7 +204,13 @@ def _round_dir(work_dir: Path | None) -> Iterator[Path]:
     yield work_dir
 
 
-def _snapshot(proposer: Proposer) -> tuple:
+def reflection_since(proposer: Proposer, snapshot: tuple) -> tuple:
+    """What the reflection LM spent since `snapshot` (`reflection_snapshot`): calls, failures, retried, prompt and
+    completion tokens, seconds."""
+    return tuple(a - b for a, b in zip(reflection_snapshot(proposer), snapshot, strict=True))
+
+
+def reflection_snapshot(proposer: Proposer) -> tuple:
     s = proposer.lm.stats
     # a journal replay counts as the call it stands for: a re-run round's record equals the uninterrupted one's
     return (s.calls + s.replayed, s.failures, s.retried, s.prompt_tokens, s.completion_tokens, s.seconds)

@@ -43,6 +43,11 @@ class ProgramGRPOTrainer(PopulationGRPOTrainer):
         baseline is per problem and per module, as in mmGRPO. A module a rollout never reached (the program
         stopped earlier) keeps its row with its tokens masked out (TRL's `env_mask`), so the groups stay whole."""
         rollouts = self._program_rollouts(inputs, ks)
+        if self.model.training:
+            self._keep([self._stored({"context_index": k, "prompt": [self.contexts[k], row["example_index"]]},
+                                     row["example_index"], "\n---\n".join(r.completions), r.score, r.feedback,
+                                     [{"module": c.module, "inputs": c.module_inputs, "text": c.text} for c in r.calls])
+                        for row, k, r in zip(inputs, ks, rollouts, strict=True)])
         rows, self._replay = [], []
         for start in range(0, len(inputs), group):
             for module in self.modules:

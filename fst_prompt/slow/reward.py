@@ -22,6 +22,8 @@ class TaskReward:
         self.__name__ = f"{task.name}_metric"  # TRL names the reward's logged columns after it
         self.errors = 0  # completions on which the metric raised (scored 0), in this process
         self.last_error = ""
+        self.scored: list[tuple[int, str, float, str]] = []  # (example index, completion, reward, feedback) of
+        # every completion scored since the trainer last took them (its rollout store)
 
     def __call__(self, prompts: list, completions: list, example_index: list[int],
                  context_index: list[int] | None = None, log_metric: Any = None,
@@ -45,6 +47,7 @@ class TaskReward:
             if not math.isfinite(feedback.score):
                 raise FloatingPointError(f"reward is {feedback.score} for train example {idx}")
             scores.append(feedback.score)
+            self.scored.append((idx, text, feedback.score, feedback.feedback))
         self._log_contexts(log_metric, context_index, scores)
         return scores
 

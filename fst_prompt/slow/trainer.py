@@ -6,6 +6,10 @@ one hook TRL 1.16 gives for this; pinned `trl>=1.16,<1.17` and tested): row r ge
 `assign_contexts(...)` (see `contexts.py`) rendered through the task's DSPy adapter. TRL then computes
 the group advantage once over all G rollouts of the problem, whatever context each used.
 
+Every rollout drawn for training goes to the run's rollout store (`rollouts.py`) when one is set
+(`keep_rollouts`): its policy version, problem, candidate, completion, reward and feedback, which the fast
+loop reads instead of sampling its own.
+
 The slow step is `train_until(step, contexts)`, which returns a `SlowRecord`. A trainer with the paper's
 defaults is built by `slow/build.py`; a program of several predictors gets `ProgramGRPOTrainer`
 (`slow/program_trainer.py`).
@@ -24,7 +28,10 @@ import torch
 from trl import GRPOTrainer
 
 from fst_prompt.decoding import WeightFirstLinear
+from fst_prompt.fast.adapter import example_id
+from fst_prompt.fast.population import candidate_id
 from fst_prompt.render import render
+from fst_prompt.rollouts import RolloutStore, StoredRollout, prompt_hash
 from fst_prompt.slow.contexts import assign_contexts
 from fst_prompt.task import Task
 
@@ -56,8 +63,14 @@ class PopulationGRPOTrainer(GRPOTrainer):
         self.modules = [name for name, _ in task.predictors]
         self.predictor = self.modules[0]
         self.contexts = [task.seed_instructions()]
+        self.store: RolloutStore | None = None  # where this trainer's rollouts are kept (the main process writes)
+        self.step_offset = 0  # the run's RL steps before this trainer's first (a schedule's earlier stages)
         super().__init__(**kwargs)
         self.set_population(contexts or self.contexts)
+
+    def keep_rollouts(self, store: RolloutStore | None, step_offset: int = 0) -> None:
+        """Keep every training rollout in `store`, versioned by the run's RL step (`step_offset` + this trainer's)."""
+        self.store, self.step_offset = store, step_offset
 
     def set_population(self, contexts: list[dict[str, str]]) -> None:
         """Contexts for the next generation batch (best first). Every process gets the main one's."""
@@ -101,7 +114,32 @@ class PopulationGRPOTrainer(GRPOTrainer):
             example = self.task.train[row["example_index"]]
             prompt = render(self.task, example, self.contexts[k].get(self.predictor))
             rows.append({**row, "prompt": prompt, "context_index": k})
-        return super()._generate_and_score_completions(rows)
+        reward = self.reward_funcs[0]
+        reward.scored = []
+        out = super()._generate_and_score_completions(rows)
+        if self.model.training:
+            self._keep([self._stored(row, *scored) for row, scored in zip(rows, reward.scored, strict=True)])
+        return out
+
+    def _stored(self, row: dict[str, Any], index: int, completion: str, reward: float, feedback: str,
+                calls: list[dict[str, Any]] | None = None) -> StoredRollout:
+        """One rollout as the store keeps it, versioned by the weights it was drawn from."""
+        return StoredRollout(
+            version=self.step_offset + self.state.global_step, task=self.task.name, example_index=index,
+            problem=example_id(self.task.train[index]), candidate=candidate_id(self.contexts[row["context_index"]]),
+            prompt_hash=prompt_hash(row["prompt"]), reward=float(reward), completion=completion, feedback=feedback,
+            calls=calls or [])
+
+    def _keep(self, rows: list[StoredRollout]) -> None:
+        """The main process appends every process's rollouts of this generation batch to the store."""
+        if self.store is None:
+            return
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            rows = gather_object(rows)
+        if self.accelerator.is_main_process:
+            self.store.append(rows)
 
     def _batch_record(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         """The problems of this generation batch over every process (in RL's order) and the population's

@@ -1,0 +1,158 @@
+"""Study 6 — one rollout stream: FST whose fast loop reads the RL rollouts, against RL, FST sampling its own and
+GEPA->RL, every policy rollout counted.
+
+    python -m evals.stream [--tasks date_normalize ticket_routing] [--seeds 0 1 2 3 4] [--jobs 1]
+                           [--baselines] [--report-only]
+
+Runs `fst run evals/configs/stream.yaml` (the compare v2 settings with `gepa.rollouts: rl`) per task and seed
+into `evals/results/stream/<task>/fst-stream-s<seed>`; its baselines are the compare v2 study's runs of the same
+seed (`evals/results/compare_v2/<task>/{rl,fst,gepa-then-rl}-s<seed>`), and `--baselines` runs those that are
+missing (seeds 3-4) with the v2 config. Then writes `stream.json` + `stream.md`:
+
+- per run: RL rollouts, the fast loop's new ones (its val checks apart), the RL rollouts it read, wall minutes;
+- final accuracy, FST with one stream − FST sampling its own, paired by seed (t-interval, reading);
+- policy rollouts to reach RL's smoothed peak, all rollouts counted, RL / FST (geometric mean over seeds);
+- FST vs GEPA->RL at matched total rollouts: FST's accuracy at the last evaluation within GEPA->RL's total, minus
+  GEPA->RL's final accuracy, paired by seed;
+- each claim's reading by the one rule (`fst_prompt.stats`: confirmed / refuted / undecided).
+"""
+
+from __future__ import annotations
+
+import json
+
+from evals.compare import STUDIES as COMPARE
+from evals.compare import curve, reach, run_jobs_for
+from evals.report import fmt, reading, summary
+from evals.runner import Study, run_jobs, task_driver_parser, write_report
+from fst_prompt.cli import offline_environment
+from fst_prompt.rundir import RunDir
+
+STUDY = Study(name="stream", config="evals/configs/stream.yaml")
+V2 = COMPARE["v2"]
+ARM = "fst-stream"
+SEEDS = {"date_normalize": [0, 1, 2, 3, 4], "ticket_routing": [0, 1, 2]}  # what the issue asks for
+
+
+def jobs_for(tasks: list[str], seeds: list[int]) -> list:
+    return [STUDY.job(f"{task}/{ARM}-s{seed}", ["run", STUDY.config, "--set", f"task={task}", "--set", f"seed={seed}"])
+            for seed in seeds for task in tasks if seed in SEEDS.get(task, seeds)]
+
+
+def base_accuracy(task: str) -> float | None:
+    path = V2.folder / task / "base" / "eval.json"
+    return json.loads(path.read_text())["accuracy"] if path.is_file() else None
+
+
+def run_summary(folder, mode_curve: list[dict] | None) -> dict | None:
+    """A finished run's spending and its end: rollouts by where they went, wall minutes, final accuracy."""
+    if mode_curve is None:
+        return None
+    run, done = RunDir(folder), json.loads((folder / "done.json").read_text())
+    last = run.cycles()[-1]
+    ledger = last.ledger
+    return {"rl_rollouts": ledger.rl_rollouts, "fast_new": ledger.fast_new_rollouts,
+            "val_checks": ledger.gepa_val_rollouts, "reused": ledger.gepa_reused_rollouts,
+            "total": last.total_rollouts, "wall_minutes": done["wall_seconds"] / 60, "final": last.val_accuracy_best,
+            "resumed": bool(done.get("resumed")), "commit": done.get("commit")}
+
+
+def at_rollouts(points: list[dict], budget: float) -> float | None:
+    """The accuracy of the last full evaluation (a cycle's: KL measured) within `budget` policy rollouts."""
+    within = [p for p in points if p["rollouts"] <= budget and p["kl"] is not None and p["step"] > 0]
+    return within[-1]["acc"] if within else None
+
+
+def analyse(tasks: list[str], seeds: list[int]) -> dict:
+    out = {}
+    for task in tasks:
+        base = base_accuracy(task)
+        if base is None:
+            continue
+        per_seed = {}
+        for seed in seeds:
+            curves = {mode: curve(V2, task, mode, seed, base) for mode in ("rl", "fst", "gepa-then-rl")}
+            curves[ARM] = curve(STUDY, task, ARM, seed, base)
+            if curves[ARM] is None:
+                continue
+            folders = {mode: V2.folder / task / f"{mode}-s{seed}" for mode in ("rl", "fst", "gepa-then-rl")}
+            folders[ARM] = STUDY.folder / task / f"{ARM}-s{seed}"
+            row = {mode: run_summary(folders[mode], c) for mode, c in curves.items()}
+            n = curves[ARM][-1].get("n")
+            if curves["rl"]:
+                row["reach_rollouts"] = {m: reach(curves["rl"], curves[m], "rollouts", n)["ratio"]
+                                         for m in (ARM, "fst") if curves[m]}
+            if curves["gepa-then-rl"]:
+                budget = row["gepa-then-rl"]["total"]
+                mine = at_rollouts(curves[ARM], budget)
+                row["matched"] = {"budget": budget, "fst_stream": mine, "gepa_then_rl": row["gepa-then-rl"]["final"],
+                                  "diff": None if mine is None else mine - row["gepa-then-rl"]["final"]}
+            per_seed[seed] = row
+        stream = [r[ARM] for r in per_seed.values()]
+        claims = {
+            "fast_new_over_rl": summary([r["fast_new"] / r["rl_rollouts"] for r in stream]),
+            "wall_over_rl": summary([r[ARM]["wall_minutes"] / r["rl"]["wall_minutes"]
+                                     for r in per_seed.values() if r["rl"]]),
+            "final_minus_own": summary([r[ARM]["final"] - r["fst"]["final"] for r in per_seed.values() if r["fst"]]),
+            "reach_rl_over_stream": summary([r.get("reach_rollouts", {}).get(ARM) for r in per_seed.values()],
+                                            geometric=True),
+            "reach_rl_over_own": summary([r.get("reach_rollouts", {}).get("fst") for r in per_seed.values()],
+                                         geometric=True),
+            "matched_minus_gepa_then_rl": summary([r.get("matched", {}).get("diff") for r in per_seed.values()]),
+        }
+        out[task] = {"base": base, "seeds": per_seed, "claims": claims}
+    return out
+
+
+GOALS = [  # claim, the goal's direction and null, as the issue states it
+    ("fast_new_over_rl", "the fast loop's own new rollouts ≤ RL's (ratio ≤ 1)", "below", 1.0),
+    ("wall_over_rl", "FST's wall time ≤ 1.3x RL's (different sessions: see the runs' commits and hosts)", "below", 1.3),
+    ("final_minus_own", "final accuracy, one stream − sampling its own: no loss beyond 0.05", "above", -0.05),
+    ("reach_rl_over_stream", "rollouts to RL's peak, RL / FST with one stream: ≥ 1.5", "above", 1.5),
+    ("reach_rl_over_own", "the same for FST sampling its own (v2: 0.28)", "above", 1.5),
+    ("matched_minus_gepa_then_rl", "FST with one stream − GEPA→RL at GEPA→RL's total rollouts: > 0", "above", 0.0),
+]
+
+
+def markdown(a: dict) -> str:
+    lines = ["# One rollout stream (study 6)", "",
+             "Regenerate: `python -m evals.stream --report-only`. FST with one stream: `evals/configs/stream.yaml`; "
+             "RL, FST sampling its own and GEPA→RL: the compare v2 runs of the same seed. Brackets: 95% t-intervals "
+             "over seeds; readings by the one rule (`fst_prompt/stats.py`).", ""]
+    for task, t in a.items():
+        lines += [f"## {task}", "", "| seed | RL rollouts | fast loop new (+ val checks) | RL rollouts read | total | "
+                  "wall min (RL's) | final acc (RL / own / GEPA→RL) | RL/FST rollouts to RL's peak (own's) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for seed, r in sorted(t["seeds"].items()):
+            s, reach_ = r[ARM], r.get("reach_rollouts", {})
+            other = " / ".join(f"{r[m]['final']:.3f}" if r[m] else "–" for m in ("rl", "fst", "gepa-then-rl"))
+            rl_wall = f"{r['rl']['wall_minutes']:.0f}" if r["rl"] else "–"
+            ratio = "–" if reach_.get(ARM) is None else f"{reach_[ARM]:.2f}"
+            own = "–" if reach_.get("fst") is None else f"{reach_['fst']:.2f}"
+            lines.append(f"| {seed} | {s['rl_rollouts']} | {s['fast_new']} (+ {s['val_checks']}) | {s['reused']} | "
+                         f"{s['total']} | {s['wall_minutes']:.0f} ({rl_wall}) | {s['final']:.3f} ({other}) | "
+                         f"{ratio} ({own}) |")
+        lines += ["", "| claim | measured | reading |", "|---|---|---|"]
+        for key, text, better, null in GOALS:
+            c = t["claims"][key]
+            lines.append(f"| {text} | {fmt(c)} | {reading(c, better=better, null=null) if c.get('n') else '–'} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    offline_environment()
+    ap = task_driver_parser(__doc__, tasks=tuple(SEEDS), seeds=[0, 1, 2, 3, 4])
+    ap.add_argument("--baselines", action="store_true", help="also run the compare v2 baselines these seeds lack")
+    args = ap.parse_args()
+    if not args.report_only:
+        run_jobs(jobs_for(args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+        if args.baselines:
+            run_jobs(run_jobs_for(V2, args.tasks, args.seeds, ["rl", "fst", "gepa-then-rl"]), parallel=args.jobs,
+                     allow_dirty=args.allow_dirty)
+    a = analyse(list(SEEDS), sorted({s for seeds in SEEDS.values() for s in seeds}))
+    write_report(STUDY, a, markdown(a), lambda _a, _out: [])
+
+
+if __name__ == "__main__":
+    main()
