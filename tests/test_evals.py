@@ -600,3 +600,44 @@ def test_the_stored_reports_are_what_the_stored_runs_give(driver, study):
     assert json.loads(json.dumps(a, default=str)) == json.loads((spec.folder / f"{spec.name}.json").read_text())
     if driver == "headroom":
         assert module.markdown(a) + "\n" == (spec.results_root / "HEADROOM.md").read_text()
+
+
+def test_stream_report_counts_every_rollout_and_pairs_the_arms_by_seed(tmp_path):
+    from evals import stream
+
+    v2, study = in_tmp(compare.STUDIES["v2"], tmp_path), in_tmp(stream.STUDY, tmp_path)
+    (v2.folder / "t" / "base").mkdir(parents=True)
+    (v2.folder / "t" / "base" / "eval.json").write_text(json.dumps({"accuracy": 0.0, "n": 128}))
+    arms = {  # accuracy after each of 4 cycles, the fast loop's rollouts a cycle (val checks among them), read
+        (v2, "rl"): ([0.1, 0.2, 0.3, 0.5], 0, 0, 0), (v2, "fst"): ([0.5, 0.6, 0.6, 0.6], 400, 0, 0),
+        (v2, "gepa-then-rl"): ([0.6, 0.6, 0.6, 0.6], 0, 0, 0),
+        (study, "fst-stream"): ([0.5, 0.6, 0.6, 0.7], 40, 10, 48)}
+    for seed in range(2):
+        for (where, mode), (accs, fast, checks, read) in arms.items():
+            run = where.folder / "t" / f"{mode}-s{seed}"
+            first = 1600 if mode == "gepa-then-rl" else 0  # its one round, before any RL step
+            write_cycles(run, [cycle(c, acc, rl_steps=6 * (c + 1), rl_rollouts=48 * (c + 1), kl=0.1,
+                                     gepa_rollouts=first + fast * (c + 1), gepa_val_rollouts=checks * (c + 1),
+                                     gepa_reused_rollouts=read * c) for c, acc in enumerate(accs)])
+            RunDir(run).write_config("loop:\n  steps_per_cycle: 6\n")
+            (run / "done.json").write_text(json.dumps({"wall_seconds": 1200 if mode == "fst-stream" else 1000}))
+    a = stream.analyse(study, v2, ["t"], [0, 1, 2])
+    t, row = a["t"], a["t"]["seeds"][0]
+    assert sorted(t["seeds"]) == [0, 1]  # seed 2 has no runs
+    assert row["fst-stream"] | {"commit": None} == {
+        "rl_rollouts": 192, "fast_new": 120, "val_checks": 40, "reused": 144, "total": 352, "wall_minutes": 20.0,
+        "final": 0.7, "resumed": False, "commit": None}
+    claims = t["claims"]
+    assert claims["fast_new_over_rl"]["mean"] == pytest.approx(120 / 192)
+    assert claims["wall_over_rl"]["mean"] == pytest.approx(1.2)
+    assert claims["final_minus_own"]["mean"] == pytest.approx(0.1)
+    # RL's peak 0.5 (smoothed: 0.4 at its end) is reached by the stream arm after its first cycle (48 + 40
+    # rollouts) and by FST sampling its own after 48 + 400: RL needs more than either at its end (192)
+    ratio, own = row["reach_rollouts"]["fst-stream"], row["reach_rollouts"]["fst"]
+    assert ratio > 1 > own and row["reach_rollouts"]["no_val_checks"] > ratio
+    # at GEPA->RL's total (1600 + 192) the stream arm has ended (0.7) above GEPA->RL's 0.6
+    assert row["matched"] == {"budget": 1792, "fst_stream": 0.7, "gepa_then_rl": 0.6,
+                              "diff": pytest.approx(0.1)}
+    text = stream.markdown(a)
+    assert "| 0 | 192 | 120 (+ 40) | 144 | 352 | 20 (17) | 0.700 (0.500 / 0.600 / 0.600) |" in text
+    assert text == stream.markdown(stream.analyse(study, v2, ["t"], [0, 1, 2]))  # a pure function of the runs

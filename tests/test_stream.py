@@ -172,3 +172,11 @@ def test_online_trials_roll_out_in_the_next_rl_steps_and_own_keeps_the_old_fast_
     loop.run_loop(own, progress=False)
     assert {(r.judging, r.reused_rollouts) for r in RunDir(own.run_dir).rounds()} == {("own", 0)}
     assert len(RunDir(own.run_dir).rollouts.rows()) == 16  # RL's rollouts are kept either way
+
+
+def test_online_judging_without_the_stream_is_a_config_error(tmp_path, tiny_path, endpoint):
+    from fst_prompt.config import ConfigError
+    from tests.test_loop import config
+
+    with pytest.raises(ConfigError, match="needs gepa.rollouts: rl"):
+        config(tmp_path, tiny_path, endpoint, gepa__judging="online", gepa__rollouts="own")
