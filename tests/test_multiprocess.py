@@ -53,9 +53,15 @@ def test_two_processes_run_the_fast_step_once_and_train_on_its_anchor(tmp_path, 
     assert len(FakeOpenAI.auth_headers) == 1 + state.ledger.reflection_calls
     trained = [s for s in steps if "problems" in s]
     assert [s["step"] for s in trained] == [1, 2, 3, 4]
-    for r in rounds:  # the anchor is every problem both processes used in the cycle's two steps
-        used = [i for s in trained if s["cycle"] == r["cycle"] for i in s["problems"]]
-        assert len(used) == 2 * 2 * 2 and sorted(used) == sorted(r["anchor"])
+    # the first round samples its own, anchored on the problems both processes use in the cycle's two steps;
+    # the second reads the stream: its anchor is the problems of the two steps RL has just run (cycle 0's)
+    used = {c: sorted(i for s in trained if s["cycle"] == c for i in s["problems"]) for c in (0, 1)}
+    assert len(used[0]) == 2 * 2 * 2 and sorted(rounds[0]["anchor"]) == used[0]
+    assert sorted(rounds[1]["anchor"]) == used[0] and rounds[1]["reused_rollouts"] > 0
+    # and the store holds every RL rollout of both processes, gathered to the main one and written once
+    stored = read_jsonl(run_dir / "rollouts.jsonl")
+    assert len(stored) == state.ledger.rl_rollouts
+    assert sorted(r["example_index"] for r in stored if r["version"] < 2) == sorted(used[0] * 2)
     for cycle in (0, 1):  # one population per cycle, the same on both processes (the trainer checks that)
         assert len({s["population"] for s in trained if s["cycle"] == cycle}) == 1
 
