@@ -194,7 +194,9 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str,
     checkpoints = RunDir(job.run_dir).checkpoints()
     if checkpoints.is_dir():
         stages = sorted(checkpoints.glob("stage-*"), key=lambda p: int(p.name.split("-")[1])) or [checkpoints]
-        last = last_complete_checkpoint(stages[-1])
+        distilled = stages[-1] / "distill"  # a distill phase's checkpoints are the stage's weights (slow/distill.py)
+        last = ((last_complete_checkpoint(distilled) if distilled.is_dir() else None)
+                or last_complete_checkpoint(stages[-1]))
         if last:
             final = job.final_weights
             final.mkdir(exist_ok=True)

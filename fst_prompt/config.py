@@ -311,6 +311,46 @@ class RLConfig(Strict):
         return v
 
 
+class DistillConfig(Strict):
+    """FST-distill (slow/distill.py): on-policy self-distillation of the population's best instruction into the
+    weights with TRL's SDFT trainer, after each stage's last cycle (for a continual schedule: at every switch)."""
+
+    steps: int = Field(0, ge=0, description="optimizer steps of self-distillation at the end of each stage (0: none)")
+    student: Literal["seed", "none"] = Field("seed", description="what the student is shown: the seed instruction, "
+                                             "or none (the signature's fields only); the teacher: the best instruction")
+    problems_per_step: int = Field(2, ge=1, description="train problems per step")
+    num_generations: int = Field(4, ge=1, description="student completions per problem")
+    max_completion_length: int | None = Field(None, ge=1, description="default: rl.max_completion_length")
+    learning_rate: float = Field(1e-6, gt=0)
+    alpha: float = Field(1.0, ge=0, le=1, description="1: reverse KL(student || teacher) on the student's own "
+                         "samples (the paper's FST-distill); 0: forward KL; between: a mixture (TRL's)")
+    topk: int = Field(100, ge=1, description="teacher logits kept per token (TRL's topk_logits distillation)")
+    save_every: int = Field(2, ge=1, description="checkpoint every N distill steps; must divide steps")
+    trainer_args: dict[str, Any] = Field(default_factory=dict, description="more SDFTConfig settings, as given")
+
+    @field_validator("trainer_args")
+    @classmethod
+    def _sdft_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:
+            return v
+        import dataclasses
+
+        from fst_prompt.slow.distill import sdft_config_class
+
+        known = {f.name for f in dataclasses.fields(sdft_config_class())}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"not SDFTConfig settings: {', '.join(unknown)}")
+        return v
+
+    @model_validator(mode="after")
+    def _checkpoint_at_the_end(self) -> DistillConfig:
+        if self.steps and self.steps % self.save_every:
+            raise ValueError(f"distill.save_every ({self.save_every}) must divide distill.steps ({self.steps}), so "
+                             "that the phase ends on a checkpoint")
+        return self
+
+
 class LoopConfig(Strict):
     mode: Literal["fst", "rl", "gepa", "gepa-then-rl"] = Field(
         "fst", description="fst: GEPA round then T RL steps each cycle; rl: RL with the seed instruction; gepa: "
@@ -324,6 +364,8 @@ class LoopConfig(Strict):
     eval_every_n: int = Field(32, ge=1, description="val examples of the evaluations inside a cycle (eval_every)")
     test_n: int = Field(0, ge=0, description="at the end: test accuracy of the seed vs the best instruction on "
                         "the first N test examples of every task, written to result.json; 0 = skip")
+    archive: bool = Field(True, description="continual schedules: each finished stage's best instruction is kept "
+                          "for its task outside the K slots; later evaluations and the export of that task use it")
     wait_minutes: int = Field(480, ge=1, description="several processes (torchrun / accelerate launch): how long "
                               "the others wait for the main one's GEPA round and evaluation before the job fails "
                               "(the collective timeout)")
@@ -346,6 +388,7 @@ class RunConfig(Strict):
     gepa: GEPAConfig = GEPAConfig()
     reflection: ReflectionConfig = ReflectionConfig()
     rl: RLConfig = RLConfig()
+    distill: DistillConfig = DistillConfig()
     loop: LoopConfig = LoopConfig()
     seed: int = Field(0, description="the run's seed; policy.seed, gepa.seed and rl.seed default to it")
     run_dir: str = Field("runs/fst", description="where everything is written")
@@ -377,6 +420,15 @@ class RunConfig(Strict):
         if self.gepa.judging == "online" and self.gepa.rollouts != "rl":
             raise ValueError("gepa.judging: online rates proposals by the RL rollouts drawn under them; it needs "
                              "gepa.rollouts: rl (one rollout stream)")
+        return self
+
+    @model_validator(mode="after")
+    def _distill_needs_training(self) -> RunConfig:
+        if self.distill.steps and self.loop.mode == "gepa":
+            raise ValueError("distill.steps trains the weights; loop.mode gepa keeps them frozen (use fst, rl or "
+                             "gepa-then-rl, or set distill.steps: 0)")
+        if self.distill.steps and self.rl.lora:
+            raise ValueError("distill with rl.lora is not supported yet; use a full fine-tune")
         return self
 
     @model_validator(mode="after")

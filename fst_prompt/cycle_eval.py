@@ -38,15 +38,17 @@ def evaluate_start(stage: Stage, config: RunConfig, run_dir: RunDir) -> None:
 
 def evaluate_cycle(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
               ) -> CycleRecord:
-    """Val accuracy with the best and the seed instruction, on this task and every task seen before;
-    KL to the base on the fixed probe set."""
+    """Val accuracy with the best and the seed instruction, on this task and every task seen before (an earlier
+    task under its archived instruction, with `loop.archive`); KL to the base on the fixed probe set."""
     best, n, task = population.best(), config.loop.eval_n, stage.task
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · evaluation: val accuracy (n={min(n, len(task.val))}), "
         f"best and seed instruction{', KL probe' if stage.trainer else ''}")
     seed = seed_instructions(config, task)
     seed_eval = evaluate(task, stage.policy, split="val", n=n, instructions=seed, progress=False)
     evaluations = {t.name: seed_eval if t is task and best.instructions == seed else  # same instructions: one
-                   evaluate(t, stage.policy, split="val", n=n, instructions=best.instructions, progress=False)
+                   evaluate(t, stage.policy, split="val", n=n, instructions=instructions_for(t, best.instructions,
+                                                                                              state, config, task),
+                            progress=False)
                    for t in tasks[: stage.index + 1]}
     seed_acc, by_task = seed_eval.accuracy, {name: e.accuracy for name, e in evaluations.items()}
     state.ledger.eval_rollouts += seed_eval.n + sum(e.n for e in evaluations.values() if e is not seed_eval)
@@ -64,6 +66,15 @@ def evaluate_cycle(stage: Stage, tasks: list[Task], population: Population, conf
                        val_majority_baseline=majority_baseline(task, "val", n).accuracy, eval_n=min(n, len(task.val)),
                        kl=kl, kl_stderr=kl_stderr, best_id=best.id, population=len(population),
                        ledger=replace(state.ledger), time=time.time())
+
+
+def instructions_for(task: Task, best: dict[str, str], state: RunState, config: RunConfig, current: Task,
+                     ) -> dict[str, str]:
+    """The instructions `task` is evaluated (and exported) with: an earlier task's archived one (`loop.archive`),
+    else the population's best."""
+    if config.loop.archive and task is not current and task.name in state.archive:
+        return state.archive[task.name]["instructions"]
+    return best
 
 
 def evaluate_test(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, run_dir: RunDir) -> None:

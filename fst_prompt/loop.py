@@ -16,6 +16,9 @@ RL steps). A round that samples its own (a stage's first, `gepa.rollouts: own`, 
 anchors on exactly the problems the next T RL steps will use (T x B of them; for gepa-then-rl's single round,
 all the problems of its RL steps).
 
+With `distill.steps`, each stage ends with a distill phase (slow/distill.py): the best instruction distilled into
+the weights with TRL's SDFT trainer, and the stage evaluated again (distill.jsonl).
+
 After every phase the run state (cycle, phase, population, ledger) is written atomically to `state.json`, and
 every slow phase ends on a TRL checkpoint, so `--resume` after a crash continues from the last completed phase
 and counts nothing twice.
@@ -44,8 +47,16 @@ from fst_prompt.fast.step import fast_step, open_proposer, recall_rejected, scor
 from fst_prompt.modes import Mode, resolve_mode
 from fst_prompt.plots import plot_runs
 from fst_prompt.rollouts import recent_problems, serve
-from fst_prompt.rundir import CycleRecord, RunDir, RunState
-from fst_prompt.stages import Schedule, Stage, forgetting_matrix, load_tasks, seed_instructions, upcoming_problems
+from fst_prompt.rundir import CycleRecord, DistillRecord, RunDir, RunState
+from fst_prompt.stages import (
+    Schedule,
+    Stage,
+    distill_dir,
+    forgetting_matrix,
+    load_tasks,
+    seed_instructions,
+    upcoming_problems,
+)
 from fst_prompt.state import changed_fields, config_fields, last_complete_checkpoint, run_lock
 from fst_prompt.step_eval import StepEval
 from fst_prompt.task import Task
@@ -100,8 +111,7 @@ def run_loop(config: RunConfig, *, resume: bool = False, progress: bool = True, 
                            state, procs, step_eval, run_dir)
                 step_eval.end()
                 state = _commit(procs, state, run_dir, population, phase="eval")
-            with generating(stage.trainer):
-                procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir)
+            state = _end_of_cycle(stage, tasks, population, config, state, procs, run_dir, progress)
             state.cycle += 1
             state = _commit(procs, state, run_dir, population, phase="fast")
         procs.on_main(_finish, run_dir, config)
@@ -161,6 +171,70 @@ def _slow_step(stage: Stage, contexts: list[dict[str, str]], config: RunConfig, 
     state.ledger.rl_steps = stage.first_cycle * T + record.last_step
     state.ledger.rl_rollouts = state.ledger.rl_steps * stage.problems_per_step * config.rl.num_generations
     state.ledger.slow_seconds += record.seconds - step_eval.seconds  # RL time only
+
+
+def _end_of_cycle(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
+                  procs: Processes, run_dir: RunDir, progress: bool) -> RunState:
+    """The cycle's evaluation; at the end of a stage, with `distill.steps`, its distill phase and the evaluation
+    after it (a run resumed inside the distill phase goes straight back to it)."""
+    if state.phase != "distill":
+        with generating(stage.trainer):
+            procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir)
+    last = state.cycle == stage.first_cycle + stage.cycles - 1
+    if last and config.loop.archive and config.schedule:  # the task's instruction, kept outside the K slots
+        best = population.best()
+        state.archive[stage.task.name] = {"id": best.id, "instructions": dict(best.instructions),
+                                          "stage": stage.index}
+    if config.distill.steps and last:
+        state = _commit(procs, state, run_dir, population, phase="distill")
+        _distill_step(stage, tasks, population, config, state, procs, run_dir, progress)
+    return state
+
+
+def _distill_step(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
+                  procs: Processes, run_dir: RunDir, progress: bool) -> None:
+    """FST-distill at the end of a stage: the best instruction into the weights (slow/distill.py), resuming from
+    the phase's last checkpoint, then the stage's evaluation again; both, with the cost, go to distill.jsonl."""
+    from fst_prompt.slow.distill import build_distill_trainer
+
+    d, trainer, best = config.distill, stage.trainer, population.best()
+    assert trainer is not None  # the config refuses distill for modes that do not train
+    say(f"stage {stage.index + 1} · distill: {d.steps} steps of self-distillation into the weights of "
+        f"{stage.task.name}; teacher: the best instruction ({best.id}), student: {d.student} instruction")
+    if trainer.optimizer is not None:  # the stage's RL is over: its Adam moments (twice the weights) go before
+        trainer.optimizer.state.clear()  # the distill trainer makes its own
+        release_memory()
+    folder = distill_dir(run_dir, config, stage.index)
+    checkpoint = procs.on_main(last_complete_checkpoint, folder)
+    steps = StepLog(run_dir.distill_steps_path, progress=progress)
+    steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
+    distiller = build_distill_trainer(stage.task, trainer.model, trainer.processing_class, best.instructions, d,
+                                      config.rl, folder, order=stage.order, callbacks=[steps],
+                                      dtype=config.policy.dtype)
+    record = distiller.train_until(d.steps, resume_from=checkpoint)
+    del distiller  # its optimizer state; the weights are the stage's, trained in place
+    rollouts = record.last_step * d.problems_per_step * procs.count * d.num_generations
+    state.ledger.distill_steps += record.last_step  # the ledger was saved before this stage's phase began
+    state.ledger.distill_rollouts += rollouts
+    state.ledger.distill_seconds += record.seconds
+    with generating(trainer):
+        procs.on_main(_log_distill, stage, tasks, population, config, state, run_dir, record.last_step, rollouts,
+                      record.seconds)
+
+
+def _log_distill(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
+                 run_dir: RunDir, steps: int, rollouts: int, seconds: float) -> None:
+    before = next(c for c in reversed(run_dir.cycles()) if c.cycle == state.cycle)
+    after = evaluate_cycle(stage, tasks, population, config, state)
+    keys = ("val_accuracy_best", "val_accuracy_seed", "val_accuracy_by_task", "kl", "kl_stderr")
+    run_dir.append_distill(DistillRecord(
+        stage=stage.index, task=stage.task.name, cycle=state.cycle, student=config.distill.student,
+        teacher_id=population.best().id, steps=steps, rollouts=rollouts, seconds=seconds,
+        eval_n=after.eval_n, before={k: getattr(before, k) for k in keys}, after={k: getattr(after, k) for k in keys},
+        time=after.time))
+    say(f"stage {stage.index + 1} · distill: val accuracy seed {before.val_accuracy_seed:.3f} -> "
+        f"{after.val_accuracy_seed:.3f}, best {before.val_accuracy_best:.3f} -> {after.val_accuracy_best:.3f}; "
+        f"KL {before.kl:.3f} -> {after.kl:.3f}; {steps} steps, {seconds:.0f} s")
 
 
 def _align_store(run_dir: RunDir, stage: Stage, config: RunConfig, checkpoint: str | None) -> None:
@@ -234,7 +308,7 @@ def _short(value: object) -> str:
 def _finish(run_dir: RunDir, config: RunConfig) -> None:
     """Plots, and for a schedule the forgetting matrix: accuracy on task i after stage j."""
     if config.schedule:
-        run_dir.write_forgetting(forgetting_matrix(run_dir.cycles()))
+        run_dir.write_forgetting(forgetting_matrix(run_dir.cycles()) | {"archive": config.loop.archive})
     for path in plot_runs([run_dir.path], run_dir.plots_dir):
         say(f"wrote {path}")
 

@@ -34,11 +34,11 @@ from fst_prompt.rollouts import RolloutStore
 
 CONFIG, STATE, START, METRICS, ROUNDS = "config.yaml", "state.json", "start.json", "metrics.jsonl", "rounds.jsonl"
 STEPS, EVALS, RESULT, FORGETTING = "steps.jsonl", "evals.jsonl", "result.json", "forgetting.json"
-ROLLOUTS = "rollouts.jsonl"
+ROLLOUTS, DISTILL, DISTILL_STEPS = "rollouts.jsonl", "distill.jsonl", "distill_steps.jsonl"
 PROGRAM, CHECKPOINTS, PLOTS, ERROR_LOG = "program", "checkpoints", "plots", "error.log"
 # The run's record files (what a study keeps of a finished run besides its weights)
-RECORDS = (METRICS, EVALS, ROUNDS, STEPS, STATE, CONFIG, FORGETTING, RESULT, START, ROLLOUTS)
-LOGS = (STEPS, EVALS, METRICS, ROUNDS, ROLLOUTS)  # append-only logs
+RECORDS = (METRICS, EVALS, ROUNDS, STEPS, STATE, CONFIG, FORGETTING, RESULT, START, ROLLOUTS, DISTILL, DISTILL_STEPS)
+LOGS = (STEPS, EVALS, METRICS, ROUNDS, ROLLOUTS, DISTILL, DISTILL_STEPS)  # append-only logs
 # What may already be in a new run's directory: the lock, a runner's log, and what an earlier start that
 # stopped before the run began left (its error log, the reflection server's log and journal), and the program
 # `FST.compile` saves before it starts the run.
@@ -67,11 +67,14 @@ class Ledger:
     slow_seconds: float = 0.0
     rl_metric_errors: int = 0  # RL completions on which the task's metric raised (each scored 0)
     reflection_faults: int = 0  # retried error responses, failed requests and unusable replies
+    distill_steps: int = 0  # FST-distill's optimizer steps (distill.steps at the end of each stage)
+    distill_rollouts: int = 0  # the student's completions they trained on
+    distill_seconds: float = 0.0
 
     @property
     def total_rollouts(self) -> int:
-        """Every policy rollout that trained or chose something: RL's and the fast loop's new ones."""
-        return self.rl_rollouts + self.gepa_rollouts
+        """Every policy rollout that trained or chose something: RL's, the fast loop's new ones and distill's."""
+        return self.rl_rollouts + self.gepa_rollouts + self.distill_rollouts
 
     @property
     def fast_new_rollouts(self) -> int:
@@ -97,11 +100,13 @@ class RunState:
     """Everything a resumed run needs besides the TRL checkpoint: written after every phase."""
 
     cycle: int = 0  # the cycle in progress
-    phase: str = "fast"  # the next phase of that cycle: fast, slow or eval
+    phase: str = "fast"  # the next phase of that cycle: fast, slow, eval or (a stage's last cycle) distill
     population: dict[str, Any] = field(default_factory=dict)  # Population.to_json()
     ledger: Ledger = field(default_factory=Ledger)
     version: int = STATE_VERSION
     config: dict[str, Any] | None = None  # the run's config, flattened (`config_fields`), checked on --resume
+    # loop.archive: task -> the instruction its stage ended with ({id, instructions, stage}), outside the K slots
+    archive: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def save(self, run_dir: Path) -> None:
         RunDir(run_dir).save_state(self)
@@ -116,7 +121,8 @@ class RunState:
             raise ValueError(f"{source} has state version {data.get('version')!r}; this fst-prompt reads "
                              f"{STATE_VERSION}")
         return cls(cycle=data["cycle"], phase=data["phase"], population=data["population"],
-                   ledger=Ledger(**data["ledger"]), version=data["version"], config=data.get("config"))
+                   ledger=Ledger(**data["ledger"]), version=data["version"], config=data.get("config"),
+                   archive=data.get("archive", {}))
 
 
 _LEDGER = [f.name for f in dataclasses.fields(Ledger)]
@@ -176,6 +182,32 @@ class CycleRecord:
                    kl=data["kl"], kl_stderr=data.get("kl_stderr"), best_id=data["best_id"],
                    population=data["population"], ledger=Ledger(**{k: data[k] for k in _LEDGER if k in data}),
                    time=data.get("time", 0.0))
+
+
+@dataclass(frozen=True)
+class DistillRecord:
+    """A distill phase (distill.jsonl): what it cost, and the stage's evaluation before and after it (val accuracy
+    with the best and the seed instruction on every task seen, KL to the base)."""
+
+    stage: int
+    task: str
+    cycle: int  # the stage's last cycle, after whose evaluation it ran
+    student: str  # what the student was shown: seed / none
+    teacher_id: str  # the candidate whose instruction the teacher was shown
+    steps: int
+    rollouts: int
+    seconds: float
+    eval_n: int | None
+    before: dict[str, Any]  # val_accuracy_best, val_accuracy_seed, val_accuracy_by_task, kl, kl_stderr
+    after: dict[str, Any]
+    time: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DistillRecord:
+        return cls(**_known(cls, data))
 
 
 @dataclass(frozen=True)
@@ -335,6 +367,14 @@ class RunDir:
         """Where TRL keeps the checkpoints of a run (stage=None) or of one stage of a schedule."""
         return self.path / CHECKPOINTS / (f"stage-{stage}" if stage is not None else "")
 
+    def distill_checkpoints(self, stage: int | None = None) -> Path:
+        """Where the distill phase at the end of a run (or of one stage of a schedule) keeps its checkpoints."""
+        return self.checkpoints(stage) / "distill"
+
+    @property
+    def distill_steps_path(self) -> Path:
+        return self.path / DISTILL_STEPS
+
     def gepa_dir(self, cycle: int) -> Path:
         return self.path / "gepa" / f"cycle-{cycle}"
 
@@ -397,6 +437,9 @@ class RunDir:
     def append_step_eval(self, record: StepEvalRecord) -> None:
         append_jsonl(self.path / EVALS, record.to_json())
 
+    def append_distill(self, record: DistillRecord) -> None:
+        append_jsonl(self.path / DISTILL, record.to_json())
+
     def write_result(self, mode: str, model: str, tasks: dict[str, TaskResult]) -> None:
         write_json_atomic(self.path / RESULT, {"mode": mode, "model": model,
                                                "tasks": {k: asdict(v) for k, v in tasks.items()}})
@@ -444,6 +487,12 @@ class RunDir:
     def step_evals(self) -> list[StepEvalRecord]:
         path = self.path / EVALS
         return [StepEvalRecord.from_json(r) for r in read_jsonl(path)] if path.is_file() else []
+
+    def distills(self) -> list[DistillRecord]:
+        """The distill phases by stage (one run twice, by a crash and a resume: the last one)."""
+        path = self.path / DISTILL
+        by_stage = {r["stage"]: r for r in read_jsonl(path)} if path.is_file() else {}
+        return [DistillRecord.from_json(by_stage[k]) for k in sorted(by_stage)]
 
     def result(self) -> dict[str, TaskResult]:
         path = self.path / RESULT

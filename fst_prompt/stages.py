@@ -81,16 +81,29 @@ def checkpoint_dir(run_dir: RunDir, config: RunConfig, index: int) -> Path:
     return run_dir.checkpoints(index if config.schedule else None)
 
 
-def final_checkpoint(run_dir: RunDir, config: RunConfig) -> str | None:
-    """The run's trained weights: the last complete checkpoint of the last stage that has one (None: gepa mode).
-    Read only: nothing is cleaned up, so it works on a run that is still going."""
-    for index in reversed(range(len(config.stages()))):
-        folder = checkpoint_dir(run_dir, config, index)
+def distill_dir(run_dir: RunDir, config: RunConfig, index: int) -> Path:
+    """Where stage `index`'s distill phase keeps its checkpoints."""
+    return run_dir.distill_checkpoints(index if config.schedule else None)
+
+
+def stage_weights(run_dir: RunDir, config: RunConfig, index: int) -> str | None:
+    """Stage `index`'s trained weights as they stand: its distill phase's last complete checkpoint if it has one,
+    else its RL's (None: nothing trained yet). Read only: nothing is cleaned up."""
+    for folder in (distill_dir(run_dir, config, index), checkpoint_dir(run_dir, config, index)):
         last = last_complete_checkpoint(folder, remove_partial=False) if folder.is_dir() else None
         if last:
             return last
     return None
 
+
+def final_checkpoint(run_dir: RunDir, config: RunConfig) -> str | None:
+    """The run's trained weights: those of the last stage that has a complete checkpoint (its distill phase's
+    first; None: gepa mode). Read only: nothing is cleaned up, so it works on a run that is still going."""
+    for index in reversed(range(len(config.stages()))):
+        last = stage_weights(run_dir, config, index)
+        if last:
+            return last
+    return None
 
 
 class Schedule:
@@ -141,10 +154,11 @@ class Schedule:
         return Stage(index, self.starts[index], cycles, task, order, trainer, policy, kl_base, self.problems_per_step)
 
     def _weights_before(self, index: int) -> PreTrainedModel | None:
-        """None (the base model) for the first stage; else the previous stage's last complete checkpoint."""
+        """None (the base model) for the first stage; else the previous stage's last complete checkpoint (its
+        distill phase's, where it had one)."""
         if index == 0:
             return None
-        last = last_complete_checkpoint(checkpoint_dir(self.run_dir, self.config, index - 1), remove_partial=False)
+        last = stage_weights(self.run_dir, self.config, index - 1)  # distilled, where the stage ended so
         if last is None:
             raise FileNotFoundError(f"cannot resume stage {index}: stage {index - 1} left no complete checkpoint")
         return load_causal_lm(last, trainer_dtype(self.config.policy.dtype), device="cpu")  # the trainer places it

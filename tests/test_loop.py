@@ -478,3 +478,43 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
     resumed = loop.run_loop(cfg, resume=True, progress=False)
     assert len(FakeOpenAI.auth_headers) == requests + 1  # one more start-up check; no reflection call twice
     assert comparable(resumed, tmp_path / "b" / "run") == comparable(uninterrupted, tmp_path / "a" / "run")
+
+
+def test_the_archive_keeps_every_tasks_instruction_through_a_3_stage_schedule(tmp_path, tiny_path, endpoint,
+                                                                              monkeypatch):
+    from fst_prompt import cycle_eval
+    from fst_prompt.export import export_run
+    from fst_prompt.fast.population import Population
+
+    data = continual_config(tmp_path, tiny_path, endpoint).model_dump()
+    data["schedule"] = [{"task": name, "task_kwargs": {"sizes": [16, 4, 4]}, "cycles": 1}
+                        for name in ("chain_sum", "letter_counting", "simple_equations")]
+    cfg = RunConfig.model_validate(data)
+    assert cfg.loop.archive  # the default
+    real_fast_step, real_evaluate, bests, used = loop._fast_step, cycle_eval.evaluate, {}, []
+
+    def fast_step(stage, population, *args):  # each stage's round ends on a best instruction of its own
+        population = real_fast_step(stage, population, *args)
+        best = population.best()
+        best.instructions = {k: f"{stage.task.name}: {v}" for k, v in best.instructions.items()}
+        bests[stage.task.name] = dict(best.instructions)
+        return population
+
+    def evaluate(task, policy, *, instructions, **kwargs):
+        used.append((task.name, dict(instructions)))
+        return real_evaluate(task, policy, instructions=instructions, **kwargs)
+
+    monkeypatch.setattr(loop, "_fast_step", fast_step)
+    monkeypatch.setattr(cycle_eval, "evaluate", evaluate)
+    state = loop.run_loop(cfg, progress=False)
+    assert {k: v["instructions"] for k, v in state.archive.items()} == bests and len(bests) == 3
+    # the last cycle evaluated the earlier tasks under their own archived instructions, not the population's best
+    final_best = Population.from_json(state.population).best().instructions
+    last = used[-3:]  # after the seed's evaluation: the three tasks seen, under the best or archived instructions
+    assert last == [("chain_sum", bests["chain_sum"]), ("letter_counting", bests["letter_counting"]),
+                    ("simple_equations", final_best)]
+    assert json.loads((tmp_path / "run" / "forgetting.json").read_text())["archive"] is True
+    export_run(tmp_path / "run", tmp_path / "export")
+    for name in bests:  # each task's program carries its own instruction
+        saved = json.loads((tmp_path / "export" / f"program-{name}.json").read_text())
+        assert bests[name]["self"] in json.dumps(saved)
