@@ -32,6 +32,8 @@ from fst_prompt.rundir import CycleRecord, RunDir
 MODES = ("rl", "fst")  # the two loop modes (fst_prompt/modes.py) this study sets side by side
 LABELS = {"rl": "RL", "fst": "FST"}
 STUDIES = {"v2": Study(name="continual_v2", config="evals/configs/continual_v2.yaml"),  # --study
+           "v3": Study(name="continual_v3", config="evals/configs/continual_v3.yaml"),  # v2 + the archive
+           "v3-distill": Study(name="continual_v3_distill", config="evals/configs/continual_v3_distill.yaml"),
            "v1": Study(name="continual", config="evals/configs/continual.yaml")}
 
 

@@ -115,13 +115,16 @@ def configure(config: RunConfig | str | Path | dict[str, Any] | None = None, **s
 
 def field_path(key: str) -> str:
     """The dotted config path a setting names: itself if dotted, a top-level field, or the one field whose
-    leaf name it is."""
+    leaf name it is. The distill phase's settings that share a name with RL's (`learning_rate`,
+    `num_generations`, ...) are reached dotted only (`distill.learning_rate`): the plain name stays RL's."""
     if "." in key:
         return key
     leaves = _leaves()
     if key in RunConfig.model_fields:
         return key
     paths = leaves.get(key, [])
+    if len(paths) > 1:
+        paths = [p for p in paths if not p.startswith("distill.")] or paths
     if len(paths) == 1:
         return paths[0]
     if paths:

@@ -334,10 +334,13 @@ class DistillConfig(Strict):
         if not v:
             return v
         import dataclasses
+        import warnings
 
-        from fst_prompt.slow.distill import sdft_config_class
+        with warnings.catch_warnings():  # TRL warns that its experimental trainers may change (pinned: trl 1.16)
+            warnings.simplefilter("ignore")
+            from trl.experimental.sdft import SDFTConfig
 
-        known = {f.name for f in dataclasses.fields(sdft_config_class())}
+        known = {f.name for f in dataclasses.fields(SDFTConfig)}
         unknown = sorted(set(v) - known)
         if unknown:
             raise ValueError(f"not SDFTConfig settings: {', '.join(unknown)}")

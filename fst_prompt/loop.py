@@ -48,6 +48,7 @@ from fst_prompt.modes import Mode, resolve_mode
 from fst_prompt.plots import plot_runs
 from fst_prompt.rollouts import recent_problems, serve
 from fst_prompt.rundir import CycleRecord, DistillRecord, RunDir, RunState
+from fst_prompt.slow.distill import build_distill_trainer
 from fst_prompt.stages import (
     Schedule,
     Stage,
@@ -195,8 +196,6 @@ def _distill_step(stage: Stage, tasks: list[Task], population: Population, confi
                   procs: Processes, run_dir: RunDir, progress: bool) -> None:
     """FST-distill at the end of a stage: the best instruction into the weights (slow/distill.py), resuming from
     the phase's last checkpoint, then the stage's evaluation again; both, with the cost, go to distill.jsonl."""
-    from fst_prompt.slow.distill import build_distill_trainer
-
     d, trainer, best = config.distill, stage.trainer, population.best()
     assert trainer is not None  # the config refuses distill for modes that do not train
     say(f"stage {stage.index + 1} · distill: {d.steps} steps of self-distillation into the weights of "

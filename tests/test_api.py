@@ -33,6 +33,7 @@ def examples(n, offset=0):
 
 def test_settings_resolve_by_leaf_name_dotted_or_top_level():
     assert field_path("cycles") == "loop.cycles" and field_path("learning_rate") == "rl.learning_rate"
+    assert field_path("distill.learning_rate") == "distill.learning_rate"  # distill's own: dotted only
     assert field_path("rl.beta") == "rl.beta" and field_path("seed") == "seed"
     config = configure({"task": "chain_sum"}, cycles=3, steps_per_cycle=2, save_every=2, **{"rl.beta": 0.0})
     assert (config.loop.cycles, config.loop.steps_per_cycle, config.rl.beta) == (3, 2, 0.0)

@@ -618,7 +618,8 @@ def test_stream_report_counts_every_rollout_and_pairs_the_arms_by_seed(tmp_path)
             first = 1600 if mode == "gepa-then-rl" else 0  # its one round, before any RL step
             write_cycles(run, [cycle(c, acc, rl_steps=6 * (c + 1), rl_rollouts=48 * (c + 1), kl=0.1,
                                      gepa_rollouts=first + fast * (c + 1), gepa_val_rollouts=checks * (c + 1),
-                                     gepa_reused_rollouts=read * c) for c, acc in enumerate(accs)])
+                                     gepa_reused_rollouts=read * c, fast_seconds=60.0 * (c + 1) * (fast > 0))
+                                for c, acc in enumerate(accs)])
             RunDir(run).write_config("loop:\n  steps_per_cycle: 6\n")
             (run / "done.json").write_text(json.dumps({"wall_seconds": 1200 if mode == "fst-stream" else 1000}))
     a = stream.analyse(study, v2, ["t"], [0, 1, 2])
@@ -626,10 +627,11 @@ def test_stream_report_counts_every_rollout_and_pairs_the_arms_by_seed(tmp_path)
     assert sorted(t["seeds"]) == [0, 1]  # seed 2 has no runs
     assert row["fst-stream"] | {"commit": None} == {
         "rl_rollouts": 192, "fast_new": 120, "val_checks": 40, "reused": 144, "total": 352, "wall_minutes": 20.0,
-        "final": 0.7, "resumed": False, "commit": None}
+        "final": 0.7, "fast_minutes": 4.0, "resumed": False, "commit": None}
     claims = t["claims"]
     assert claims["fast_new_over_rl"]["mean"] == pytest.approx(120 / 192)
     assert claims["wall_over_rl"]["mean"] == pytest.approx(1.2)
+    assert claims["wall_within_run"]["mean"] == pytest.approx(20 / (20 - 4))  # its wall over its wall less fast
     assert claims["final_minus_own"]["mean"] == pytest.approx(0.1)
     # RL's peak 0.5 (smoothed: 0.4 at its end) is reached by the stream arm after its first cycle (48 + 40
     # rollouts) and by FST sampling its own after 48 + 400: RL needs more than either at its end (192)
@@ -641,3 +643,32 @@ def test_stream_report_counts_every_rollout_and_pairs_the_arms_by_seed(tmp_path)
     text = stream.markdown(a)
     assert "| 0 | 192 | 120 (+ 40) | 144 | 352 | 20 (17) | 0.700 (0.500 / 0.600 / 0.600) |" in text
     assert text == stream.markdown(stream.analyse(study, v2, ["t"], [0, 1, 2]))  # a pure function of the runs
+
+
+def test_distill_report_reads_each_runs_distill_phase_and_the_goals(tmp_path):
+    from evals import distill
+    from fst_prompt.rundir import DistillRecord
+
+    study = in_tmp(distill.STUDY, tmp_path)
+    # seed 0: the seed instruction rises to 0.72 after distill (0.8 of the best's 0.9), KL 2.0 -> 3.0 (growth 0.5
+    # of the run's own); seed 1: to 0.9 (1.0), KL 2.0 -> 2.5 (0.25); seed 2 has no run
+    for seed, (seed_after, kl_after) in enumerate([(0.72, 3.0), (0.9, 2.5)]):
+        run = RunDir(study.folder / "date_normalize" / f"fst-distill-s{seed}")
+        run.path.mkdir(parents=True)
+        run.append_distill(DistillRecord(
+            stage=0, task="date_normalize", cycle=3, student="seed", teacher_id="abc", steps=24, rollouts=192,
+            seconds=1800.0, eval_n=128, time=0.0,
+            before={"val_accuracy_best": 0.9, "val_accuracy_seed": 0.0, "val_accuracy_by_task": {}, "kl": 2.0,
+                    "kl_stderr": 0.1},
+            after={"val_accuracy_best": 0.9, "val_accuracy_seed": seed_after, "val_accuracy_by_task": {},
+                   "kl": kl_after, "kl_stderr": 0.1}))
+    a = distill.analyse(study, ["date_normalize"], [0, 1, 2])
+    t = a["date_normalize"]
+    assert sorted(t["seeds"]) == [0, 1]
+    assert t["seeds"][0]["seed_after_over_best_before"] == pytest.approx(0.8)
+    assert t["claims"]["seed_after_over_best_before"]["values"] == pytest.approx([0.8, 1.0])
+    assert t["claims"]["kl_growth_over_fst_kl"]["values"] == pytest.approx([0.5, 0.25])
+    assert t["claims"]["seed_gain"]["mean"] == pytest.approx(0.81)
+    text = distill.markdown(a)
+    assert "| 0 | 128 | 0.000 → 0.720 | 0.900 → 0.900 | 2.00 → 3.00 | 24 | 192 | 1800 |" in text
+    assert "undecided" in text and text == distill.markdown(distill.analyse(study, ["date_normalize"], [0, 1, 2]))

@@ -32,10 +32,6 @@ from fst_prompt.render import render
 from fst_prompt.task import Task
 
 
-def sdft_config_class() -> type[SDFTConfig]:
-    return SDFTConfig
-
-
 @dataclass
 class DistillRecord:
     first_step: int
