@@ -16,7 +16,7 @@ each run's `distill.jsonl`:
 
 from __future__ import annotations
 
-from evals.report import fmt, reading, summary
+from evals.report import claims_table, summary
 from evals.runner import Study, run_jobs, task_driver_parser, write_report
 from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import RunDir
@@ -82,11 +82,7 @@ def markdown(a: dict) -> str:
             lines.append(f"| {seed} | {r['eval_n']} | {b['val_accuracy_seed']:.3f} → {f['val_accuracy_seed']:.3f} | "
                          f"{b['val_accuracy_best']:.3f} → {f['val_accuracy_best']:.3f} | "
                          f"{b['kl']:.2f} → {f['kl']:.2f} | {r['steps']} | {r['rollouts']} | {r['seconds']:.0f} |")
-        lines += ["", "| claim | measured | reading |", "|---|---|---|"]
-        for key, text, better, null in GOALS:
-            c = t["claims"][key]
-            lines.append(f"| {text} | {fmt(c)} | {reading(c, better=better, null=null) if c.get('n') else '–'} |")
-        lines.append("")
+        lines += ["", *claims_table(t["claims"], GOALS), ""]
     return "\n".join(lines)
 
 

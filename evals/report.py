@@ -75,3 +75,13 @@ def rl_signal(results: Path) -> dict | None:
     flat = [s.frac_reward_zero_std for s in steps]
     return {"zero_std": sum(flat) / len(flat), "steps_with_signal": sum(f < 1 for f in flat), "steps": len(flat),
             "reward": sum(s.reward for s in steps) / len(steps)}
+
+
+def claims_table(claims: dict, goals: list[tuple[str, str, str, float]]) -> list[str]:
+    """A report's table of claims: each goal's measured mean (t-interval, n) and its reading by the one rule.
+    `goals`: (claim key, text, the goal's direction "above"/"below", its null)."""
+    lines = ["| claim | measured | reading |", "|---|---|---|"]
+    for key, text, better, null in goals:
+        c = claims[key]
+        lines.append(f"| {text} | {fmt(c)} | {reading(c, better=better, null=null) if c.get('n') else '–'} |")
+    return lines

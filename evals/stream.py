@@ -23,7 +23,7 @@ import json
 
 from evals.compare import STUDIES as COMPARE
 from evals.compare import curve, reach, run_jobs_for
-from evals.report import fmt, reading, summary
+from evals.report import claims_table, summary
 from evals.runner import Study, run_jobs, task_driver_parser, write_report
 from fst_prompt.cli import offline_environment
 from fst_prompt.rundir import RunDir
@@ -153,11 +153,7 @@ def markdown(a: dict) -> str:
             lines.append(f"| {seed} | {s['rl_rollouts']} | {s['fast_new']} (+ {s['val_checks']}) | {s['reused']} | "
                          f"{s['total']} | {s['wall_minutes']:.0f} ({rl_wall}) | {s['final']:.3f} ({other}) | "
                          f"{ratio} ({own}) |")
-        lines += ["", "| claim | measured | reading |", "|---|---|---|"]
-        for key, text, better, null in GOALS:
-            c = t["claims"][key]
-            lines.append(f"| {text} | {fmt(c)} | {reading(c, better=better, null=null) if c.get('n') else '–'} |")
-        lines.append("")
+        lines += ["", *claims_table(t["claims"], GOALS), ""]
     return "\n".join(lines)
 
 
