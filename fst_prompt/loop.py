@@ -52,6 +52,7 @@ from fst_prompt.slow.distill import build_distill_trainer
 from fst_prompt.stages import (
     Schedule,
     Stage,
+    checkpoint_dir,
     distill_dir,
     forgetting_matrix,
     load_tasks,
@@ -205,10 +206,11 @@ def _distill_step(stage: Stage, tasks: list[Task], population: Population, confi
         release_memory()
     folder = distill_dir(run_dir, config, stage.index)
     checkpoint = procs.on_main(last_complete_checkpoint, folder)
+    start = procs.on_main(last_complete_checkpoint, checkpoint_dir(run_dir, config, stage.index))  # the teacher's
     steps = StepLog(run_dir.distill_steps_path, progress=progress)
     steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
     distiller = build_distill_trainer(stage.task, trainer.model, trainer.processing_class, best.instructions, d,
-                                      config.rl, folder, order=stage.order, callbacks=[steps],
+                                      config.rl, folder, order=stage.order, weights=start, callbacks=[steps],
                                       dtype=config.policy.dtype)
     record = distiller.train_until(d.steps, resume_from=checkpoint)
     del distiller  # its optimizer state; the weights are the stage's, trained in place

@@ -46,13 +46,17 @@ def test_distill_trains_through_trl_and_only_the_teacher_sees_the_best_instructi
     d = DistillConfig(steps=2, save_every=1, problems_per_step=2, num_generations=2, learning_rate=1e-3)
     rl = RLConfig(max_completion_length=4)
     trainer = distill.build_distill_trainer(task, model, tokenizer, {"self": MARK}, d, rl, tmp_path / "out",
-                                            order=list(range(16)), callbacks=[prompts])
+                                            order=list(range(16)), weights=tiny_path, callbacks=[prompts])
     assert isinstance(trainer, distill.SDFTTrainer)  # TRL's trainer, its loss and its generation
     record = trainer.train_until(2)
 
     assert (record.first_step, record.last_step) == (0, 2)
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the weights changed
-    assert trainer.args.teacher_model_kind == "live" and trainer.args.distillation_alpha == 1.0  # reverse KL
+    assert trainer.args.distillation_alpha == 1.0  # reverse KL
+    # the teacher (frozen, the default) kept the weights the phase started from; the student moved away from them
+    assert trainer.teacher_model is not model and all(
+        torch.equal(before[k], v) for k, v in trainer.teacher_model.state_dict().items())
+    assert model.config._name_or_path == str(tiny_path)  # put back: TRL loaded the teacher from `weights`
     assert any("distillation_loss" in k for k in trainer.state.log_history[0])
     seed = task.seed_instructions()["self"]
     assert len(prompts.student) == len(prompts.teacher) == 2 * 2 * 2  # steps x problems x generations
@@ -64,6 +68,20 @@ def test_distill_trains_through_trl_and_only_the_teacher_sees_the_best_instructi
         assert s.replace(seed, "") == t.replace(MARK, "")
     assert all(prompts.completions_match)
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_a_live_teacher_is_the_student_and_a_frozen_one_needs_the_starting_weights(tmp_path, tiny_path):
+    task = load_task("chain_sum", sizes=[16, 4, 4])
+    model = load_causal_lm(tiny_path, "float32", device="cpu")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_path)
+    rl = RLConfig(max_completion_length=4)
+    live = DistillConfig(steps=2, save_every=1, problems_per_step=2, num_generations=2, teacher="live")
+    trainer = distill.build_distill_trainer(task, model, tokenizer, {"self": MARK}, live, rl, tmp_path / "a",
+                                            order=list(range(16)))
+    assert trainer.teacher_model is model
+    with pytest.raises(ValueError, match="loads the starting weights from a checkpoint"):
+        distill.build_distill_trainer(task, model, tokenizer, {"self": MARK}, live.model_copy(update={"teacher":
+                                      "frozen"}), rl, tmp_path / "b", order=list(range(16)))
 
 
 def test_a_student_shown_no_instruction_sees_neither():

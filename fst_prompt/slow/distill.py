@@ -3,12 +3,13 @@ SDFT trainer (`trl.experimental.sdft`, arXiv 2601.19897; the paper's FST-distill
 whose TRL trainer needs a reward and takes its teacher context from successful rollouts, so SDFT is the fit).
 
 The student is shown each train problem rendered with the student instruction (the seed's, or none); the teacher
-is the same model with its current weights (`teacher_model_kind="live"`) shown the problem rendered with the
-best instruction, the privileged context. The student samples; the loss is TRL's, on the student's own
-completions: reverse KL(student || teacher) over the teacher's top-k logits at `distill.alpha` = 1. No reward
-and no reference model. Only the teacher's prompt differs from TRL's default builder (which appends the privileged
-text to the student's last message): ours is the whole problem rendered under the best instruction, so the teacher
-sees the prompt the population would use and the student never does.
+is the same model shown the problem rendered with the best instruction, the privileged context, with the weights
+the phase started from (`distill.teacher: frozen`, TRL's "base" teacher loaded from the stage's last checkpoint),
+the student's own as they train (`live`) or TRL's EMA of them (`ema`). The student samples; the loss is TRL's,
+on the student's own completions: reverse KL(student || teacher) over the teacher's top-k logits at
+`distill.alpha` = 1. No reward and no reference model. Only the teacher's prompt differs from TRL's default
+builder (which appends the privileged text to the student's last message): ours is the whole problem rendered
+under the best instruction, so the teacher sees the prompt the population would use and the student never does.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class DistillTrainer(SDFTTrainer):
         return DistillRecord(first_step=first, last_step=self.state.global_step, seconds=time.perf_counter() - t0)
 
 
+TEACHER_KIND = {"frozen": "base", "live": "live", "ema": "ema"}  # ours -> TRL's teacher_model_kind
+
+
 def student_instruction(task: Task, student: str) -> str:
     """The instruction the student is shown: the task's seed instruction, or none (the signature's fields)."""
     return next(iter(task.seed_instructions().values())) if student == "seed" else ""
@@ -84,7 +88,8 @@ def distill_args(distill: DistillConfig, rl: RLConfig, output_dir: Path, dtype: 
         per_device_train_batch_size=distill.problems_per_step * distill.num_generations,
         num_generations=distill.num_generations,
         max_completion_length=distill.max_completion_length or rl.max_completion_length, max_prompt_length=None,
-        temperature=rl.temperature, top_p=rl.top_p, teacher_model_kind="live", distillation_alpha=distill.alpha,
+        temperature=rl.temperature, top_p=rl.top_p, teacher_model_kind=TEACHER_KIND[distill.teacher],
+        distillation_alpha=distill.alpha,
         distillation_mode="topk_logits", distillation_topk=distill.topk, shuffle_dataset=False,
         lr_scheduler_type="constant", warmup_steps=0, optim="adamw_torch", weight_decay=0.0, seed=rl.seed or 0,
         logging_steps=1, report_to=rl.report_to, disable_tqdm=True, save_strategy="steps",
@@ -96,14 +101,24 @@ def distill_args(distill: DistillConfig, rl: RLConfig, output_dir: Path, dtype: 
 
 def build_distill_trainer(task: Task, model: Any, tokenizer: Any, instructions: dict[str, str],
                           distill: DistillConfig, rl: RLConfig, output_dir: Path, *, order: list[int],
-                          callbacks: list | None = None, dtype: str = "auto") -> DistillTrainer:
+                          weights: str | Path | None = None, callbacks: list | None = None,
+                          dtype: str = "auto") -> DistillTrainer:
     """A trainer that distills `instructions` (the best candidate's) into `model`, visiting the train problems in
-    `order`. A program of several predictors is refused: its calls are rendered one by one, not as one prompt."""
+    `order`. `weights`: a folder holding `model`'s current weights, which a frozen (or EMA) teacher loads. A
+    program of several predictors is refused: its calls are rendered one by one, not as one prompt."""
     if len(task.predictors) > 1:
         raise ValueError(f"distill supports single-predictor programs; {task.name} has {len(task.predictors)}")
+    if distill.teacher != "live" and weights is None:
+        raise ValueError(f"distill.teacher {distill.teacher!r} loads the starting weights from a checkpoint; "
+                         "none given")
     teacher = next(iter(instructions.values()))
     dataset = distill_dataset(task, order, student_instruction(task, distill.student), teacher)
-    trainer = DistillTrainer(model=model, args=distill_args(distill, rl, output_dir, dtype), train_dataset=dataset,
-                             processing_class=tokenizer, callbacks=callbacks)
+    source = model.config._name_or_path
+    model.config._name_or_path = str(weights) if weights is not None else source  # where TRL loads the teacher
+    try:
+        trainer = DistillTrainer(model=model, args=distill_args(distill, rl, output_dir, dtype),
+                                 train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    finally:
+        model.config._name_or_path = source  # the stage's reference stays the base model
     trainer.remove_callback(PrinterCallback)
     return trainer
