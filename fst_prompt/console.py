@@ -49,8 +49,8 @@ def say(message: str) -> None:
 class StepLog(TrainerCallback):
     """Every TRL log dict to `steps.jsonl` (tagged with the stage and task) and a step bar on the console."""
 
-    def __init__(self, path: Path, *, progress: bool = True) -> None:
-        self.path, self.progress = Path(path), progress
+    def __init__(self, path: Path, *, progress: bool = True, label: str = "RL steps") -> None:
+        self.path, self.progress, self.label = Path(path), progress, label
         self.tags: dict[str, Any] = {}
         # its `last_batch` (problems used, population) joins each step's record
         self.trainer: PopulationGRPOTrainer | None = None
@@ -58,7 +58,7 @@ class StepLog(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="  RL steps", unit="step",
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=f"  {self.label}", unit="step",
                             disable=not self.progress, leave=False, dynamic_ncols=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -207,7 +207,7 @@ def _distill_step(stage: Stage, tasks: list[Task], population: Population, confi
     folder = distill_dir(run_dir, config, stage.index)
     checkpoint = procs.on_main(last_complete_checkpoint, folder)
     start = procs.on_main(last_complete_checkpoint, checkpoint_dir(run_dir, config, stage.index))  # the teacher's
-    steps = StepLog(run_dir.distill_steps_path, progress=progress)
+    steps = StepLog(run_dir.distill_steps_path, progress=progress, label="distill steps")
     steps.tags = {"cycle": state.cycle, "stage": stage.index, "task": stage.task.name}
     distiller = build_distill_trainer(stage.task, trainer.model, trainer.processing_class, best.instructions, d,
                                       config.rl, folder, order=stage.order, weights=start, callbacks=[steps],
