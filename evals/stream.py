@@ -5,9 +5,12 @@ GEPA->RL, every policy rollout counted.
                            [--baselines] [--report-only]
 
 Runs `fst run evals/configs/stream.yaml` (the compare v2 settings with `gepa.rollouts: rl`) per task and seed
-into `evals/results/stream/<task>/fst-stream-s<seed>`; its baselines are the compare v2 study's runs of the same
-seed (`evals/results/compare_v2/<task>/{rl,fst,gepa-then-rl}-s<seed>`), and `--baselines` runs those that are
-missing (seeds 3-4) with the v2 config. Then writes `stream.json` + `stream.md`:
+into `evals/results/stream/<task>/fst-stream-s<seed>` (a seed the study has not run is read from the FST-distill
+study's run of that seed, `evals/results/distill/<task>/fst-distill-s<seed>`, when its config is this one plus
+`distill:`: up to its distill phase it is the same run, and the phase's time is taken off its wall); its
+baselines are the compare v2 study's runs of the same seed (`evals/results/compare_v2/<task>/{rl,fst,gepa-then-rl}-
+s<seed>`), and `--baselines` runs those that are missing (seeds 3-4) with the v2 config. Then writes
+`stream.json` + `stream.md`:
 
 - per run: RL rollouts, the fast loop's new ones (its val checks apart), the RL rollouts it read, wall minutes;
 - final accuracy, FST with one stream − FST sampling its own, paired by seed (t-interval, reading);
@@ -20,23 +23,47 @@ missing (seeds 3-4) with the v2 config. Then writes `stream.json` + `stream.md`:
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from evals.compare import STUDIES as COMPARE
 from evals.compare import curve, reach, run_jobs_for
 from evals.report import claims_table, summary
 from evals.runner import Study, run_jobs, task_driver_parser, write_report
 from fst_prompt.cli import offline_environment
+from fst_prompt.config import load_config
 from fst_prompt.rundir import RunDir
 
 STUDY = Study(name="stream", config="evals/configs/stream.yaml")
+DISTILL = Study(name="distill", config="evals/configs/distill.yaml")
 V2 = COMPARE["v2"]
-ARM = "fst-stream"
+ARM, DISTILL_ARM = "fst-stream", "fst-distill"
 SEEDS = {"date_normalize": [0, 1, 2, 3, 4], "ticket_routing": [0, 1, 2]}  # what the issue asks for
 
 
 def jobs_for(study: Study, tasks: list[str], seeds: list[int]) -> list:
     return [study.job(f"{task}/{ARM}-s{seed}", ["run", study.config, "--set", f"task={task}", "--set", f"seed={seed}"])
             for seed in seeds for task in tasks if seed in SEEDS.get(task, seeds)]
+
+
+def stream_run(study: Study, distill: Study | None, task: str, seed: int) -> tuple[Study, str]:
+    """Where seed `seed`'s one-stream run is: the study's own, else (none finished) an FST-distill run of the same
+    task and seed whose config is the study's with `distill:` added — the same run up to its distill phase."""
+    own = study.folder / task / f"{ARM}-s{seed}"
+    other = None if distill is None else distill.folder / task / f"{DISTILL_ARM}-s{seed}"
+    if (own / "done.json").is_file() or other is None or not (other / "done.json").is_file():
+        return study, ARM
+    return (distill, DISTILL_ARM) if same_run_before_distill(other, study, task, seed) else (study, ARM)
+
+
+def same_run_before_distill(folder: Path, study: Study, task: str, seed: int) -> bool:
+    """The run's config is `study`'s for this task and seed but its `distill:` section (and where it ran: run_dir,
+    the reflection threads the runner sets)."""
+    def settings(config: dict) -> dict:
+        kept = {k: v for k, v in config.items() if k not in ("distill", "run_dir")}
+        return kept | {"reflection": {k: v for k, v in config["reflection"].items() if k != "threads"}}
+
+    expected = load_config(study.config, [f"task={task}", f"seed={seed}"]).model_dump()
+    return settings(RunDir(folder).config_data()) == settings(json.loads(json.dumps(expected)))
 
 
 def base_accuracy(v2: Study, task: str) -> float | None:
@@ -51,9 +78,12 @@ def run_summary(folder, mode_curve: list[dict] | None) -> dict | None:
     run, done = RunDir(folder), json.loads((folder / "done.json").read_text())
     last = run.cycles()[-1]
     ledger = last.ledger
+    # a distill phase after the last cycle (an FST-distill run read as a stream run) is not part of the run
+    after = sum(d.time - next(c.time for c in run.cycles() if c.cycle == d.cycle) for d in run.distills())
     return {"rl_rollouts": ledger.rl_rollouts, "fast_new": ledger.fast_new_rollouts,
             "val_checks": ledger.gepa_val_rollouts, "reused": ledger.gepa_reused_rollouts,
-            "total": last.total_rollouts, "wall_minutes": done["wall_seconds"] / 60, "final": last.val_accuracy_best,
+            "total": last.total_rollouts, "wall_minutes": (done["wall_seconds"] - after) / 60,
+            "final": last.val_accuracy_best,
             "fast_minutes": ledger.fast_seconds / 60,
             "resumed": bool(done.get("resumed")), "commit": done.get("commit")}
 
@@ -71,9 +101,9 @@ def at_rollouts(points: list[dict], budget: float) -> float | None:
     return within[-1]["acc"] if within else None
 
 
-def analyse(study: Study, v2: Study, tasks: list[str], seeds: list[int]) -> dict:
-    """Per task: each seed's spending and end for the stream arm (`study`) and v2's baselines (`v2`), and the
-    claims over seeds."""
+def analyse(study: Study, v2: Study, tasks: list[str], seeds: list[int], distill: Study | None = None) -> dict:
+    """Per task: each seed's spending and end for the stream arm (`study`, or for a seed it lacks an FST-distill
+    run in `distill`) and v2's baselines (`v2`), and the claims over seeds."""
     out = {}
     for task in tasks:
         base = base_accuracy(v2, task)
@@ -82,11 +112,12 @@ def analyse(study: Study, v2: Study, tasks: list[str], seeds: list[int]) -> dict
         per_seed = {}
         for seed in seeds:
             curves = {mode: curve(v2, task, mode, seed, base) for mode in ("rl", "fst", "gepa-then-rl")}
-            curves[ARM] = curve(study, task, ARM, seed, base)
+            where, arm = stream_run(study, distill, task, seed)
+            curves[ARM] = curve(where, task, arm, seed, base)
             if curves[ARM] is None:
                 continue
             folders = {mode: v2.folder / task / f"{mode}-s{seed}" for mode in ("rl", "fst", "gepa-then-rl")}
-            folders[ARM] = study.folder / task / f"{ARM}-s{seed}"
+            folders[ARM] = where.folder / task / f"{arm}-s{seed}"
             row = {mode: run_summary(folders[mode], c) for mode, c in curves.items()}
             n = curves[ARM][-1].get("n")
             if curves["rl"]:
@@ -99,6 +130,7 @@ def analyse(study: Study, v2: Study, tasks: list[str], seeds: list[int]) -> dict
                 mine = at_rollouts(curves[ARM], budget)
                 row["matched"] = {"budget": budget, "fst_stream": mine, "gepa_then_rl": row["gepa-then-rl"]["final"],
                                   "diff": None if mine is None else mine - row["gepa-then-rl"]["final"]}
+            row["run"] = f"{where.name}/{task}/{arm}-s{seed}"
             per_seed[seed] = row
         stream = [r[ARM] for r in per_seed.values()]
         claims = {
@@ -150,9 +182,10 @@ def markdown(a: dict) -> str:
             rl_wall = f"{r['rl']['wall_minutes']:.0f}" if r["rl"] else "–"
             ratio = "–" if reach_.get(ARM) is None else f"{reach_[ARM]:.2f}"
             own = "–" if reach_.get("fst") is None else f"{reach_['fst']:.2f}"
-            lines.append(f"| {seed} | {s['rl_rollouts']} | {s['fast_new']} (+ {s['val_checks']}) | {s['reused']} | "
-                         f"{s['total']} | {s['wall_minutes']:.0f} ({rl_wall}) | {s['final']:.3f} ({other}) | "
-                         f"{ratio} ({own}) |")
+            where = f" ({r['run']}, before its distill phase)" if DISTILL_ARM in r["run"] else ""
+            lines.append(f"| {seed}{where} | {s['rl_rollouts']} | {s['fast_new']} (+ {s['val_checks']}) | "
+                         f"{s['reused']} | {s['total']} | {s['wall_minutes']:.0f} ({rl_wall}) | "
+                         f"{s['final']:.3f} ({other}) | {ratio} ({own}) |")
         lines += ["", *claims_table(t["claims"], GOALS), ""]
     return "\n".join(lines)
 
@@ -167,7 +200,7 @@ def main() -> None:
         if args.baselines:
             run_jobs(run_jobs_for(V2, args.tasks, args.seeds, ["rl", "fst", "gepa-then-rl"]), parallel=args.jobs,
                      allow_dirty=args.allow_dirty)
-    a = analyse(STUDY, V2, list(SEEDS), sorted({s for seeds in SEEDS.values() for s in seeds}))
+    a = analyse(STUDY, V2, list(SEEDS), sorted({s for seeds in SEEDS.values() for s in seeds}), DISTILL)
     write_report(STUDY, a, markdown(a), lambda _a, _out: [])
 
 

@@ -645,6 +645,43 @@ def test_stream_report_counts_every_rollout_and_pairs_the_arms_by_seed(tmp_path)
     assert text == stream.markdown(stream.analyse(study, v2, ["t"], [0, 1, 2]))  # a pure function of the runs
 
 
+def test_stream_report_reads_a_distill_run_of_the_same_settings_up_to_its_distill_phase(tmp_path):
+    """A seed the stream study has not run is read from the FST-distill run of that seed when that run's config is
+    the stream config plus `distill:` (as the runner writes it): its cycles, and its wall less the distill phase.
+    A distill run of other settings is not read."""
+    import yaml
+
+    from evals import stream
+    from fst_prompt.config import load_config, redacted
+    from fst_prompt.rundir import DistillRecord
+
+    v2 = in_tmp(compare.STUDIES["v2"], tmp_path)
+    study, distilled = in_tmp(stream.STUDY, tmp_path), in_tmp(stream.DISTILL, tmp_path)
+    (v2.folder / "date_normalize" / "base").mkdir(parents=True)
+    (v2.folder / "date_normalize" / "base" / "eval.json").write_text(json.dumps({"accuracy": 0.0, "n": 128}))
+    for seed, other in [(0, []), (1, ["rl.learning_rate=5e-6"])]:  # seed 1's stream part is not the stream config's
+        folder = distilled.folder / "date_normalize" / f"fst-distill-s{seed}"
+        write_cycles(folder, [cycle(c, 0.5 + 0.1 * c, task="date_normalize", rl_steps=6 * (c + 1), kl=0.1,
+                                    rl_rollouts=48 * (c + 1), gepa_rollouts=30 * (c + 1), fast_seconds=60.0 * (c + 1),
+                                    time=1000.0 * (c + 1)) for c in range(4)])
+        config = load_config(distilled.config, ["task=date_normalize", f"seed={seed}", f"run_dir={folder}",
+                                                "reflection.threads=2", *other])
+        RunDir(folder).write_config(yaml.safe_dump(redacted(config.model_dump()), sort_keys=False))
+        RunDir(folder).append_distill(DistillRecord(
+            stage=0, task="date_normalize", cycle=3, student="seed", teacher_id="abc", steps=24, rollouts=192,
+            seconds=500.0, eval_n=128, time=4000.0 + 600.0, before={}, after={}))
+        (folder / "done.json").write_text(json.dumps({"wall_seconds": 1800 + 600}))
+    a = stream.analyse(study, v2, ["date_normalize"], [0, 1], distilled)
+    t = a["date_normalize"]
+    assert sorted(t["seeds"]) == [0]  # seed 1's run is another configuration
+    row = t["seeds"][0]
+    assert row["run"] == "distill/date_normalize/fst-distill-s0"
+    assert row["fst-stream"]["wall_minutes"] == pytest.approx(30.0)  # 2400 s less its distill phase's 600
+    assert row["fst-stream"]["final"] == pytest.approx(0.8) and row["fst-stream"]["rl_rollouts"] == 192
+    assert "| 0 (distill/date_normalize/fst-distill-s0, before its distill phase) | 192 |" in stream.markdown(a)
+    assert stream.analyse(study, v2, ["date_normalize"], [0, 1])["date_normalize"]["seeds"] == {}  # not asked
+
+
 def test_distill_report_reads_each_runs_distill_phase_and_the_goals(tmp_path):
     from evals import distill
     from fst_prompt.rundir import DistillRecord
