@@ -4,9 +4,11 @@
   mode on one axis), with the best instruction (solid) and the seed instruction (dashed, lighter) of each run,
   each point with its 95% Wilson interval (runs that record eval_n), starting from step 0 (base weights, seed
   instruction; runs that record start.json), and the constant-answer baseline of each task as a dotted line
-  (runs that record it);
+  (runs that record it); a distill phase (FST-distill) is a star after its stage's last cycle, joined to it by a
+  dotted line, its steps and student rollouts added to the axes;
 - kl_vs_accuracy.png: KL(pi || pi_base) on the probe set, with its standard error, vs val accuracy with its
-  Wilson interval, one point per cycle (and the start, at KL 0), each labelled with its cycle number;
+  Wilson interval, one point per cycle (and the start, at KL 0), each labelled with its cycle number, and a star
+  after each distill phase;
 - fast_weights.png: accepted proposals and population size per cycle (cycles numbered from 1, as the console);
 - rl_steps.png (runs that train): reward per RL step, overall and per context of the population, and the
   fraction of zero-variance groups (which give no gradient).
@@ -22,11 +24,11 @@ It only reads the run directories.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fst_prompt.rundir import CycleRecord, RunDir, StepRecord
+from fst_prompt.rundir import CycleRecord, DistillRecord, RunDir, StepRecord
 from fst_prompt.stats import wilson
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 BEST, SEED = {"ls": "-", "alpha": 1.0}, {"ls": "--", "alpha": 0.45}  # how the two instructions are drawn
+DISTILLED = {"marker": "*", "ms": 10, "ls": ":"}  # a distill phase's end, joined to the cycle it followed
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,17 @@ class Run:
     cycles: list[CycleRecord]
     start: CycleRecord | None  # the evaluation before any training (runs older than it: None)
     steps: list[StepRecord]
+    distills: list[DistillRecord] = field(default_factory=list)
 
     @property
     def points(self) -> list[CycleRecord]:
         """The evaluations in order: the start when recorded, then each cycle."""
         return ([self.start] if self.start else []) + self.cycles
+
+    def distilled(self) -> list[tuple[CycleRecord, DistillRecord]]:
+        """Each distill phase with the cycle evaluation it followed (its "before")."""
+        by_cycle = {c.cycle: c for c in self.cycles}
+        return [(by_cycle[d.cycle], d) for d in self.distills if d.cycle in by_cycle]
 
 
 def load_cycles(run_dir: Path) -> list[dict[str, Any]]:
@@ -64,7 +73,7 @@ def load_runs(run_dirs: list[Path]) -> list[Run]:
     cycles = [d.cycles() for d in dirs]
     labels = [f"{d.path.name} ({c[0].mode})" if c else d.path.name for d, c in zip(dirs, cycles, strict=True)]
     labels = [f"{label} #{i + 1}" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
-    return [Run(label, f"C{i % 10}", c, d.start(), d.steps())
+    return [Run(label, f"C{i % 10}", c, d.start(), d.steps(), d.distills())
             for i, (label, d, c) in enumerate(zip(labels, dirs, cycles, strict=True))]
 
 
@@ -101,16 +110,28 @@ def accuracy_figure(runs: list[Run]) -> Figure:
             for ax, xs in ((by_steps, [p.rl_steps for p in points]), (by_rollouts, [p.total_rollouts for p in points])):
                 ax.errorbar(xs, acc, yerr=wilson_errors(acc, ns), color=run.color, marker="o", ms=4, capsize=3,
                             label=f"{run.label}: {which}", **style)
+        for before, d in run.distilled():
+            for which, style in (("best", BEST), ("seed", SEED)):
+                acc = [d.before[f"val_accuracy_{which}"], d.after[f"val_accuracy_{which}"]]
+                for ax, xs in ((by_steps, [before.rl_steps, before.rl_steps + d.steps]),
+                               (by_rollouts, [before.total_rollouts, before.total_rollouts + d.rollouts])):
+                    ax.plot(xs, acc, color=run.color, lw=1, ls=":", alpha=style["alpha"])
+                    ax.errorbar(xs[1:], acc[1:], yerr=wilson_errors(acc[1:], [d.eval_n]), color=run.color,
+                                marker="*", ms=10, capsize=3, ls="none", alpha=style["alpha"],
+                                label=f"{run.label}: {which}, after distill")
+    distilled = any(run.distills for run in runs)
     baselines = _baselines(runs)
     for ax in (by_steps, by_rollouts):
         for i, (_task, value) in enumerate(baselines):
             ax.axhline(value, color=f"C{(len(runs) + i) % 10}", ls=":", lw=1.2)
         ax.xaxis.set_major_locator(_integer())
     started, accuracy = any(run.start for run in runs), "val accuracy" + _interval(runs)
-    _axes(by_steps, "RL steps" + (" (0: base weights, seed instruction)" if started else ""), accuracy)
-    _axes(by_rollouts, "policy rollouts (RL + fast loop's new)", accuracy)
-    _figure_legend(fig, _legend(runs, ("best instruction", BEST), ("seed instruction", SEED))
-                   + _baseline_handles(runs, baselines))
+    _axes(by_steps, "RL steps" + (" (0: base weights, seed instruction)" if started else "")
+          + (" then distill steps" if distilled else ""), accuracy)
+    _axes(by_rollouts, "policy rollouts (RL + fast loop's new" + (" + distill's" if distilled else "") + ")",
+          accuracy)
+    styles = [("best instruction", BEST), ("seed instruction", SEED)] + [("after distill", DISTILLED)] * distilled
+    _figure_legend(fig, _legend(runs, *styles) + _baseline_handles(runs, baselines))
     return fig
 
 
@@ -128,10 +149,17 @@ def kl_figure(runs: list[Run]) -> Figure:
         for p in points:
             ax.annotate(str(p.cycle + 1), (p.val_accuracy_best, p.kl), textcoords="offset points", xytext=(4, 4),
                         fontsize=7, color=run.color)
+        for before, d in run.distilled():
+            acc, kl = [before.val_accuracy_best, d.after["val_accuracy_best"]], [before.kl, d.after["kl"]]
+            ax.plot(acc, kl, color=run.color, lw=1, ls=":")
+            ax.errorbar(acc[1:], kl[1:], xerr=wilson_errors(acc[1:], [d.eval_n]),
+                        yerr=None if d.after.get("kl_stderr") is None else [d.after["kl_stderr"]], color=run.color,
+                        marker="*", ms=10, capsize=3, ls="none")
     stderr = " (± s.e.)" if any(p.kl_stderr is not None for run in runs for p in run.points) else ""
     _axes(ax, "val accuracy, best instruction" + _interval(runs), f"KL(π‖π_base), nats per sequence{stderr}")
     started = " (0: the start)" if any(run.start for run in runs) else ""
-    _figure_legend(fig, _legend(runs), title=f"points labelled with their cycle{started}")
+    distilled = [("after distill", DISTILLED)] * any(run.distills for run in runs)
+    _figure_legend(fig, _legend(runs, *distilled), title=f"points labelled with their cycle{started}")
     return fig
 
 

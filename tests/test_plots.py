@@ -163,3 +163,30 @@ def test_a_flat_count_still_gets_integer_ticks(tmp_path):
     for ax in fast_weights_figure(load_runs([tmp_path / "a"])).axes:
         ticks = [t for t in ax.yaxis.get_majorticklocs() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
         assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+
+
+def test_a_distill_phase_is_a_star_after_the_cycle_it_followed(tmp_path):
+    """FST-distill after the last cycle: its end is drawn at that cycle's RL steps plus the distill steps (and its
+    rollouts plus the student's), seed and best instruction, with Wilson bars; on the KL figure, at its KL."""
+    from fst_prompt.rundir import DistillRecord
+
+    run = write_run(tmp_path / "a")
+    keys = {"val_accuracy_by_task": {}, "kl_stderr": 0.1}
+    run.append_distill(DistillRecord(
+        stage=0, task="t", cycle=2, student="seed", teacher_id="b", steps=24, rollouts=192, seconds=60.0,
+        eval_n=40, time=0.0, before={"val_accuracy_best": 0.8, "val_accuracy_seed": 0.45, "kl": 0.5, **keys},
+        after={"val_accuracy_best": 0.7, "val_accuracy_seed": 0.65, "kl": 0.9, **keys}))
+    runs = load_runs([tmp_path / "a"])
+    by_steps, by_rollouts = accuracy_figure(runs).axes
+    for which, acc in (("best", 0.7), ("seed", 0.65)):
+        star, line = curve(by_steps, f"a (fst): {which}, after distill")
+        assert list(line.get_xdata()) == [18 + 24] and list(line.get_ydata()) == [acc]
+        assert line.get_marker() == "*" and bars(star.lines[2][0]) == pytest.approx(list(wilson(acc, 40)))
+        _, line = curve(by_rollouts, f"a (fst): {which}, after distill")
+        assert list(line.get_xdata()) == [324 + 192]
+    assert "distill" in by_steps.get_xlabel() and "distill" in by_rollouts.get_xlabel()
+    [ax] = kl_figure(runs).axes
+    star = [c for c in ax.containers if c.lines[0].get_marker() == "*"]
+    assert len(star) == 1 and list(star[0].lines[0].get_xdata()) == [0.7]
+    assert list(star[0].lines[0].get_ydata()) == [0.9]
+    assert len(plot_runs([tmp_path / "a"], tmp_path / "plots")) == 3  # no RL step records: three figures
