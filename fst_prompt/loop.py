@@ -31,6 +31,7 @@ every phase (distributed.py).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -297,6 +298,13 @@ def _resumed_state(run_dir: RunDir, config: RunConfig) -> RunState:
                              "problems, candidates or steps the run uses. Resume with the run's own config.yaml, or "
                              "start a new run_dir. Safe to change: loop.cycles, the evaluations (loop.eval_n, "
                              "loop.eval_every(_n), loop.test_n), the reflection endpoint")
+    ends = list(itertools.accumulate(stage.cycles for stage in config.stages()))  # each stage's cycles end here
+    for d in run_dir.distills():
+        if d.stage < len(ends) and d.cycle != ends[d.stage] - 1:
+            raise ValueError(f"cannot resume {run_dir.path} with loop.cycles {config.loop.cycles}: stage "
+                             f"{d.stage + 1} ended with a distill phase after cycle {d.cycle + 1}, and further cycles "
+                             "would train on from the RL checkpoint before it, losing the distilled weights. Start a "
+                             "new run from them instead (`fst export`, then policy.model: <export>/model)")
     state.config = now
     return state
 

@@ -134,6 +134,9 @@ def test_the_distill_phase_in_a_run_is_recorded_counted_and_is_the_runs_weights(
     assert tmp_path / "export" / "model" in exported and "Distilled (stage 1, chain_sum: 2 steps, 8 student" in card
     shipped = (tmp_path / "export" / "model" / "model.safetensors").read_bytes()
     assert shipped == (Path(final_checkpoint(run, cfg)) / "model.safetensors").read_bytes()
+    more = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"cycles": 3})})
+    with pytest.raises(ValueError, match="ended with a distill phase after cycle 2"):  # not on from the RL weights
+        loop.run_loop(more, resume=True, progress=False)
 
 
 def test_a_crash_inside_the_distill_phase_then_resume_ends_as_an_uninterrupted_run(tmp_path, tiny_path, endpoint,
