@@ -17,6 +17,12 @@ skipping finished runs. Then writes to the results folder:
   the KL to the base at the end of each stage, paired FST − RL and FST / RL; the forgetting matrices
   (accuracy on task i after stage j, from each run's `forgetting.json`); and the
   paper's claim (RL stalls on the second task, FST keeps learning), read on the paired final accuracy.
+
+`--study v3` / `--study v3-distill` (issue 49: v2's schedule, seeds and settings with the archive, and the archive
+plus a distill phase at each switch) run FST only: their RL is v2's runs (`continual_v2/rl-s<seed>`: RL has no
+population, so the archive changes nothing there), and v2's FST is shown beside theirs. Their report adds the
+issue's goals: each task's accuracy at the end of the run per seed (from `forgetting.json`), the seeds in which
+date_normalize ends ≥ 0.80, and the last task's final accuracy FST − RL read against −0.05.
 """
 
 from __future__ import annotations
@@ -42,9 +48,16 @@ def jobs_for(study: Study, seeds: list[int], modes: list[str]) -> list[Job]:
                                           "--set", f"seed={seed}"]) for seed in seeds for mode in modes]
 
 
-def analyse(study: Study, seeds: list[int]) -> dict:
-    runs = {m: {s: RunDir(study.folder / f"{m}-s{s}").cycles() for s in seeds
-                if (study.folder / f"{m}-s{s}" / "done.json").is_file()} for m in MODES}
+BASELINES = {"v3": "v2", "v3-distill": "v2"}  # a study whose RL runs (and earlier FST) are another study's
+KEPT_TASK, KEPT_AT = "date_normalize", 0.80  # issue 49: date_normalize at the end of the run >= 0.80 in >= 2 of 3
+WITHIN = -0.05  # issue 49: the last task's final accuracy within 0.05 of RL's
+
+
+def analyse(study: Study, seeds: list[int], baseline: Study | None = None) -> dict:
+    """The study's runs (`baseline`: RL's runs are that study's, and its FST is reported beside this one's)."""
+    folders = {"rl": (baseline or study).folder, "fst": study.folder}
+    runs = {m: {s: RunDir(folders[m] / f"{m}-s{s}").cycles() for s in seeds
+                if (folders[m] / f"{m}-s{s}" / "done.json").is_file()} for m in MODES}
     stages = sorted({(c.stage, c.task) for per in runs.values() for cs in per.values() for c in cs})
     out: dict = {"seeds": seeds, "seeds_run": {m: sorted(per) for m, per in runs.items()}, "config": study.config,
                  "stages": [t for _, t in stages], "per_stage": [],
@@ -88,13 +101,13 @@ def analyse(study: Study, seeds: list[int]) -> dict:
                                         geometric=True)
         out["per_stage"].append(row)
     for m in MODES:
-        matrices = [f for s in runs[m] if (f := RunDir(study.folder / f"{m}-s{s}").forgetting()) is not None]
+        matrices = {s: f for s in runs[m] if (f := RunDir(folders[m] / f"{m}-s{s}").forgetting()) is not None}
         if matrices:
-            tasks = matrices[0]["tasks"]
-            mean = [[_mean([mat["after_stage"][j][i] for mat in matrices if mat["after_stage"][j][i] is not None])
-                     for i in range(len(tasks))] for j in range(len(tasks))]
-            out["forgetting"][m] = {"tasks": tasks, "after_stage": mean, "n": len(matrices)}
+            out["forgetting"][m] = _mean_matrix(list(matrices.values()))
         out["curves"][m] = {s: [_point(c) for c in cycles] for s, cycles in runs[m].items()}
+    if baseline is not None:
+        out["baseline"] = baseline.name
+        out["goals"] = _goals(study, baseline, seeds, out["per_stage"])
     second = out["per_stage"][1] if len(out["per_stage"]) > 1 else None
     # The claim is read on the final accuracy, not on the gain within the stage: a stage's first evaluation comes
     # after its first cycle (FST's after a GEPA round and RL steps), so a method that learns the task within
@@ -107,6 +120,32 @@ def analyse(study: Study, seeds: list[int]) -> dict:
             m: second[m]["stalled"] for m in MODES}, "ours": second["final_fst_minus_rl"],
         "reading": reading(second["final_fst_minus_rl"], better="above", null=0.0)}]
     return out
+
+
+def _mean_matrix(matrices: list[dict]) -> dict:
+    tasks = matrices[0]["tasks"]
+    mean = [[_mean([mat["after_stage"][j][i] for mat in matrices if mat["after_stage"][j][i] is not None])
+             for i in range(len(tasks))] for j in range(len(tasks))]
+    return {"tasks": tasks, "after_stage": mean, "n": len(matrices)}
+
+
+def _goals(study: Study, baseline: Study, seeds: list[int], per_stage: list[dict]) -> dict:
+    """Issue 49's goals: each task's accuracy at the end of the run per seed, for RL, the baseline study's FST
+    and this study's; the seeds in which date_normalize ends >= 0.80; the last task's FST − RL read against −0.05."""
+    end: dict = {}
+    for label, folder, mode in (("rl", baseline.folder, "rl"), (f"fst ({baseline.name})", baseline.folder, "fst"),
+                                (f"fst ({study.name})", study.folder, "fst")):
+        found = {s: f for s in seeds if (folder / f"{mode}-s{s}" / "done.json").is_file()
+                 and (f := RunDir(folder / f"{mode}-s{s}").forgetting()) is not None}
+        end[label] = {"matrix": _mean_matrix(list(found.values())) if found else None,
+                      "end_of_run": {s: dict(zip(f["tasks"], f["after_stage"][-1], strict=True))
+                                     for s, f in found.items()}}
+    kept = {label: {"seeds": sorted(s for s, by in e["end_of_run"].items() if (by.get(KEPT_TASK) or 0) >= KEPT_AT),
+                    "of": len(e["end_of_run"])} for label, e in end.items()}
+    last = per_stage[-1] if per_stage else None
+    return {"end": end, "kept": kept, "last_task": None if last is None else {
+        "task": last["task"], "fst_minus_rl": last["final_fst_minus_rl"],
+        "reading": reading(last["final_fst_minus_rl"], better="above", null=WITHIN)}}
 
 
 def _point(c: CycleRecord) -> dict:
@@ -158,6 +197,8 @@ def markdown(a: dict) -> str:
                   "|---" * (len(f["tasks"]) + 1) + "|"]
         for j, row in enumerate(f["after_stage"]):
             lines.append(f"| {j} ({f['tasks'][j]}) | " + " | ".join(_num(v) for v in row) + " |")
+    if "goals" in a:
+        lines += _goals_markdown(a)
     if a["paper"]:
         lines += ["", "Next to the paper:", "",
                   "| claim | task | RL's final | stalled RL / FST | ours (FST − RL) | reading |",
@@ -165,6 +206,33 @@ def markdown(a: dict) -> str:
         lines += [f"| {r['claim']} | {r['task']} | {fmt(r['rl_final'])} | {_stalls(r['stalled']['rl'])} / "
                   f"{_stalls(r['stalled']['fst'])} | {fmt(r['ours'])} | {r['reading']} |" for r in a["paper"]]
     return "\n".join(lines) + "\n"
+
+
+def _goals_markdown(a: dict) -> list[str]:
+    g = a["goals"]
+    lines = ["", f"RL is `{a['baseline']}`'s runs of the same seeds (RL has no population to archive). Issue 49's "
+             f"goals: {KEPT_TASK} at the end of the run ≥ {KEPT_AT:.2f} in ≥ 2 of 3 seeds; the last task's final "
+             f"accuracy within {-WITHIN:.2f} of RL's.", "",
+             "| runs | accuracy at the end of the run, per seed | seeds with " + KEPT_TASK + f" ≥ {KEPT_AT:.2f} |",
+             "|---|---|---|"]
+    for label, e in g["end"].items():
+        per_seed = "; ".join(f"s{s}: " + ", ".join(f"{t} {_num(v)}" for t, v in by.items())
+                             for s, by in sorted(e["end_of_run"].items()))
+        k = g["kept"][label]
+        lines.append(f"| {label} | {per_seed or '–'} | {len(k['seeds'])} of {k['of']} |")
+    if g["last_task"]:
+        t = g["last_task"]
+        lines += ["", f"Last task ({t['task']}), final accuracy FST − RL, paired: {fmt(t['fst_minus_rl'])}; "
+                  f"goal above {WITHIN:.2f}: {t['reading']}."]
+    for label, e in g["end"].items():
+        f = e["matrix"]
+        if f and not label.startswith("rl") and a["baseline"] in label:  # the others are in the tables above
+            lines += ["", f"Forgetting matrix, {label} (mean of n={f['n']}): val accuracy on task (column) after "
+                      "stage (row)", "", "| after stage | " + " | ".join(f["tasks"]) + " |",
+                      "|---" * (len(f["tasks"]) + 1) + "|"]
+            lines += [f"| {j} ({f['tasks'][j]}) | " + " | ".join(_num(v) for v in row) + " |"
+                      for j, row in enumerate(f["after_stage"])]
+    return lines
 
 
 def plot(a: dict, out: Path) -> list[Path]:
@@ -221,12 +289,15 @@ def main() -> None:
     offline_environment()
     ap = driver_parser(__doc__, seeds=[0, 1, 2])
     ap.add_argument("--study", choices=list(STUDIES), default="v2")
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--modes", nargs="+", choices=MODES, help="default: rl fst (fst for a study whose RL is "
+                    "another's: v3, v3-distill)")
     args = ap.parse_args()
     study = STUDIES[args.study]
+    baseline = STUDIES[BASELINES[args.study]] if args.study in BASELINES else None
+    modes = args.modes or (["fst"] if baseline else list(MODES))
     if not args.report_only:
-        run_jobs(jobs_for(study, args.seeds, args.modes), parallel=args.jobs, allow_dirty=args.allow_dirty)
-    a = analyse(study, report_seeds([0, 1, 2], args))
+        run_jobs(jobs_for(study, args.seeds, modes), parallel=args.jobs, allow_dirty=args.allow_dirty)
+    a = analyse(study, report_seeds([0, 1, 2], args), baseline)
     write_report(study, a, markdown(a), plot)
 
 

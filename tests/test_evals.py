@@ -425,6 +425,34 @@ def test_continual_reads_the_claim_on_final_accuracy_when_the_task_is_learned_in
             "0.25 |") in continual.markdown(a)
 
 
+def test_continual_v3_reads_rl_from_v2_and_reports_the_issues_goals(tmp_path):
+    """v3 runs FST only: RL (and the FST beside it) are v2's runs of the same seeds. Its goals: date_normalize at
+    the end of the run >= 0.80 per seed, and the last task's FST − RL read against −0.05."""
+    v2, v3 = in_tmp(continual.STUDIES["v2"], tmp_path), in_tmp(continual.STUDIES["v3"], tmp_path)
+    tasks = ["date_normalize", "chain_sum"]
+    ends = {(v2, "rl"): [0.0, 0.0, 0.9], (v2, "fst"): [0.0, 0.5, 0.8], (v3, "fst"): [0.85, 0.9, 0.5]}  # per seed
+    for (study, mode), date_end in ends.items():
+        for seed, date in enumerate(date_end):
+            run = study.folder / f"{mode}-s{seed}"
+            last = 0.9 if mode == "rl" else 0.88  # chain_sum, the last task: FST − RL −0.02 in every seed
+            write_cycles(run, [cycle(i, v, stage=i // 2, task=tasks[i // 2], rl_steps=4 * (i + 1))
+                               for i, v in enumerate([0.5, 0.9, 0.8, last])])
+            RunDir(run).write_forgetting({"tasks": tasks, "after_stage": [[0.9, None], [date, last]]})
+            (run / "done.json").write_text("{}")
+    a = continual.analyse(v3, [0, 1, 2], v2)
+    assert a["seeds_run"] == {"rl": [0, 1, 2], "fst": [0, 1, 2]}
+    g = a["goals"]
+    assert g["end"]["fst (continual_v3)"]["end_of_run"][0] == {"date_normalize": 0.85, "chain_sum": 0.88}
+    assert g["kept"] == {"rl": {"seeds": [2], "of": 3}, "fst (continual_v2)": {"seeds": [2], "of": 3},
+                         "fst (continual_v3)": {"seeds": [0, 1], "of": 3}}
+    assert g["last_task"]["fst_minus_rl"]["mean"] == pytest.approx(-0.02)
+    assert g["last_task"]["reading"].startswith("undecided")  # three seeds
+    text = continual.markdown(a)
+    assert "| fst (continual_v3) | s0: date_normalize 0.850, chain_sum 0.880; " in text and "| 2 of 3 |" in text
+    assert "Forgetting matrix, fst (continual_v2) (mean of n=3)" in text
+    assert "goals" not in continual.analyse(v2, [0, 1, 2])  # v2's own report is as it was
+
+
 def test_pipeline_bench_times_rl_steps_within_a_cycle_only(tmp_path):
     run = RunDir(tmp_path)
     for log in [{"cycle": 0, "step": 1, "time": 10.0, "loss": 0.1, "reward": 0.0},
