@@ -66,9 +66,12 @@ class StepLog(TrainerCallback):
             return
         batch = (getattr(self.trainer, "last_batch", None) or {}) if "reward" in logs else {}  # a step's own log
         append_jsonl(self.path, {**self.tags, "step": state.global_step, "time": time.time(), **logs, **batch})
-        if self.bar is not None and "reward" in logs:
+        if self.bar is not None and "train_runtime" not in logs:  # a step's log, not the end-of-training summary
             self.bar.update(state.global_step - self.bar.n)
-            self.bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs.get('kl', 0.0):.4f}", refresh=False)
+            if "reward" in logs:  # RL's
+                self.bar.set_postfix(reward=f"{logs['reward']:.3f}", kl=f"{logs.get('kl', 0.0):.4f}", refresh=False)
+            elif "loss" in logs:  # the distill phase's (no reward)
+                self.bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -208,3 +208,25 @@ def test_kill_9_inside_the_distill_phase_then_resume(tmp_path, tiny_path, endpoi
     resumed = fst("run", str(config_b), "--resume")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     assert final(run_dir) == final(reference)
+
+
+def test_the_step_bar_counts_distill_steps_which_log_no_reward(tmp_path):
+    """The console's step bar moves on every step's log, RL's (reward, KL) and the distill phase's (loss only),
+    and not on the end-of-training summary; every log still goes to the steps file."""
+    from transformers import TrainerControl, TrainerState
+
+    from fst_prompt.console import StepLog
+
+    log = StepLog(tmp_path / "steps.jsonl", label="distill steps")
+    state = TrainerState(max_steps=3, global_step=0, is_world_process_zero=True)
+    log.on_train_begin(None, state, TrainerControl())
+    for step in (1, 2):
+        state.global_step = step
+        log.on_log(None, state, None, logs={"loss": 0.25, "sdft/distillation_loss": 0.25})
+    assert log.bar.n == 2 and "loss=0.2500" in str(log.bar)
+    log.on_log(None, state, None, logs={"train_runtime": 1.0, "train_loss": 0.25})
+    assert log.bar.n == 2
+    state.global_step = 3
+    log.on_log(None, state, None, logs={"loss": 0.1, "reward": 0.5, "kl": 0.01})  # an RL step's
+    assert log.bar.n == 3 and "reward=0.500" in str(log.bar)
+    assert len((tmp_path / "steps.jsonl").read_text().splitlines()) == 4
