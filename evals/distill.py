@@ -48,11 +48,16 @@ def analyse(study: Study, tasks: list[str], seeds: list[int]) -> dict:
                               "seed_after_over_best_before": (after["val_accuracy_seed"] / before["val_accuracy_best"]
                                                               if before["val_accuracy_best"] else None),
                               "kl_growth_over_fst_kl": ((after["kl"] - before["kl"]) / before["kl"]
-                                                        if before["kl"] else None)}
+                                                        if before["kl"] else None),
+                              # the same on the probe problems under the best instruction (runs since 2026-12-07)
+                              "kl_best_growth_over_fst_kl": ((after["kl_best"] - before["kl_best"]) / before["kl_best"]
+                                                             if before.get("kl_best") and after.get("kl_best") is not
+                                                             None else None)}
         rows = list(per_seed.values())
         claims = {
             "seed_after_over_best_before": summary([r["seed_after_over_best_before"] for r in rows]),
             "kl_growth_over_fst_kl": summary([r["kl_growth_over_fst_kl"] for r in rows]),
+            "kl_best_growth_over_fst_kl": summary([r["kl_best_growth_over_fst_kl"] for r in rows]),
             "seed_gain": summary([r["after"]["val_accuracy_seed"] - r["before"]["val_accuracy_seed"] for r in rows]),
             "best_change": summary([r["after"]["val_accuracy_best"] - r["before"]["val_accuracy_best"] for r in rows]),
         }
@@ -63,6 +68,8 @@ def analyse(study: Study, tasks: list[str], seeds: list[int]) -> dict:
 GOALS = [  # claim, the goal's direction and null, as the issue states it
     ("seed_after_over_best_before", "seed instruction after distill / best instruction before: ≥ 0.8", "above", 0.8),
     ("kl_growth_over_fst_kl", "KL growth in the distill phase / the FST run's own KL: < 1", "below", 1.0),
+    ("kl_best_growth_over_fst_kl", "the same, the probe's problems under the best instruction (the seed "
+     "instruction's behaviour is what distill changes)", "below", 1.0),
     ("seed_gain", "seed instruction, after − before distill: > 0", "above", 0.0),
     ("best_change", "best instruction, after − before distill (no goal; a loss is forgetting)", "above", 0.0),
 ]
@@ -76,14 +83,19 @@ def markdown(a: dict) -> str:
     for task, t in a.items():
         lines += [f"## {task}", "",
                   "| seed | n | seed instr. before → after | best instr. before → after | KL before → after | "
-                  "steps | student rollouts | seconds |", "|---|---|---|---|---|---|---|---|"]
+                  "KL, best instr. prompts | steps | student rollouts | seconds |", "|---" * 9 + "|"]
         for seed, r in sorted(t["seeds"].items()):
             b, f = r["before"], r["after"]
             lines.append(f"| {seed} | {r['eval_n']} | {b['val_accuracy_seed']:.3f} → {f['val_accuracy_seed']:.3f} | "
                          f"{b['val_accuracy_best']:.3f} → {f['val_accuracy_best']:.3f} | "
-                         f"{b['kl']:.2f} → {f['kl']:.2f} | {r['steps']} | {r['rollouts']} | {r['seconds']:.0f} |")
+                         f"{b['kl']:.2f} → {f['kl']:.2f} | {_arrow(b.get('kl_best'), f.get('kl_best'))} | "
+                         f"{r['steps']} | {r['rollouts']} | {r['seconds']:.0f} |")
         lines += ["", *claims_table(t["claims"], GOALS), ""]
     return "\n".join(lines)
+
+
+def _arrow(before: float | None, after: float | None) -> str:
+    return "–" if before is None or after is None else f"{before:.2f} → {after:.2f}"
 
 
 def main() -> None:
@@ -92,7 +104,7 @@ def main() -> None:
     args = ap.parse_args()
     if not args.report_only:
         run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
-    a = analyse(STUDY, list(TASKS), [0, 1, 2])
+    a = analyse(STUDY, list(TASKS), [0, 1, 2, 3, 4])
     write_report(STUDY, a, markdown(a), lambda _a, _out: [])
 
 

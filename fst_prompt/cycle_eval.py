@@ -17,7 +17,7 @@ from fst_prompt.console import say
 from fst_prompt.evaluate import evaluate
 from fst_prompt.fast.population import Population
 from fst_prompt.rundir import CycleRecord, Ledger, RunDir, RunState, TaskResult
-from fst_prompt.slow.kl import kl_to_base, probe_conversations
+from fst_prompt.slow.kl import KLEstimate, kl_to_base, probe_conversations
 from fst_prompt.stages import Stage, seed_instructions
 from fst_prompt.task import Task
 
@@ -37,9 +37,10 @@ def evaluate_start(stage: Stage, config: RunConfig, run_dir: RunDir) -> None:
 
 
 def evaluate_cycle(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
-              ) -> CycleRecord:
+                   *, kl_under_best: bool = False) -> CycleRecord:
     """Val accuracy with the best and the seed instruction, on this task and every task seen before (an earlier
-    task under its archived instruction, with `loop.archive`); KL to the base on the fixed probe set."""
+    task under its archived instruction, with `loop.archive`); KL to the base on the fixed probe set, and with
+    `kl_under_best` (around a distill phase) also on its problems rendered with the best instruction."""
     best, n, task = population.best(), config.loop.eval_n, stage.task
     say(f"cycle {state.cycle + 1}/{config.total_cycles} · evaluation: val accuracy (n={min(n, len(task.val))}), "
         f"best and seed instruction{', KL probe' if stage.trainer else ''}")
@@ -52,20 +53,30 @@ def evaluate_cycle(stage: Stage, tasks: list[Task], population: Population, conf
                    for t in tasks[: stage.index + 1]}
     seed_acc, by_task = seed_eval.accuracy, {name: e.accuracy for name, e in evaluations.items()}
     state.ledger.eval_rollouts += seed_eval.n + sum(e.n for e in evaluations.values() if e is not seed_eval)
-    kl, kl_stderr = 0.0, 0.0  # gepa mode: the weights never move
+    kl, kl_stderr, under_best = 0.0, 0.0, None  # gepa mode: the weights never move
     if stage.trainer is not None:
-        state.ledger.eval_rollouts += config.rl.kl_probe_n * config.rl.kl_samples
-        rl, trainer = config.rl, stage.trainer
-        estimate = kl_to_base(trainer.model, trainer.processing_class, probe_conversations(task, rl.kl_probe_n),
-                              base=stage.kl_base, samples_per_prompt=rl.kl_samples,
-                              max_new_tokens=rl.max_completion_length, seed=rl.seed,
-                              weight_first=config.policy.weight_first)
+        estimate = _probe(stage, config, state)
         kl, kl_stderr = estimate.mean, estimate.stderr
+        if kl_under_best:
+            under_best = _probe(stage, config, state, best.instructions)
     return CycleRecord(cycle=state.cycle, mode=config.loop.mode, stage=stage.index, task=task.name,
                        val_accuracy_best=by_task[task.name], val_accuracy_seed=seed_acc, val_accuracy_by_task=by_task,
                        val_majority_baseline=majority_baseline(task, "val", n).accuracy, eval_n=min(n, len(task.val)),
                        kl=kl, kl_stderr=kl_stderr, best_id=best.id, population=len(population),
-                       ledger=replace(state.ledger), time=time.time())
+                       ledger=replace(state.ledger), time=time.time(),
+                       kl_best=None if under_best is None else under_best.mean,
+                       kl_best_stderr=None if under_best is None else under_best.stderr)
+
+
+def _probe(stage: Stage, config: RunConfig, state: RunState, instructions: dict[str, str] | None = None) -> KLEstimate:
+    """KL to the base on the fixed probe problems, rendered with the seed instruction or `instructions`."""
+    rl, trainer = config.rl, stage.trainer
+    assert trainer is not None
+    state.ledger.eval_rollouts += rl.kl_probe_n * rl.kl_samples
+    return kl_to_base(trainer.model, trainer.processing_class, probe_conversations(stage.task, rl.kl_probe_n,
+                                                                                   instructions),
+                      base=stage.kl_base, samples_per_prompt=rl.kl_samples, max_new_tokens=rl.max_completion_length,
+                      seed=rl.seed, weight_first=config.policy.weight_first)
 
 
 def instructions_for(task: Task, best: dict[str, str], state: RunState, config: RunConfig, current: Task,

@@ -180,10 +180,11 @@ def _end_of_cycle(stage: Stage, tasks: list[Task], population: Population, confi
                   procs: Processes, run_dir: RunDir, progress: bool) -> RunState:
     """The cycle's evaluation; at the end of a stage, with `distill.steps`, its distill phase and the evaluation
     after it (a run resumed inside the distill phase goes straight back to it)."""
-    if state.phase != "distill":
-        with generating(stage.trainer):
-            procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir)
     last = state.cycle == stage.first_cycle + stage.cycles - 1
+    if state.phase != "distill":  # before a distill phase the probe also runs under the best instruction
+        with generating(stage.trainer):
+            procs.on_main(_evaluate_and_log, stage, tasks, population, config, state, run_dir,
+                          bool(config.distill.steps and last))
     if last and config.loop.archive and config.schedule:  # the task's instruction, kept outside the K slots
         best = population.best()
         state.archive[stage.task.name] = {"id": best.id, "instructions": dict(best.instructions),
@@ -227,8 +228,9 @@ def _distill_step(stage: Stage, tasks: list[Task], population: Population, confi
 def _log_distill(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
                  run_dir: RunDir, steps: int, rollouts: int, seconds: float) -> None:
     before = next(c for c in reversed(run_dir.cycles()) if c.cycle == state.cycle)
-    after = evaluate_cycle(stage, tasks, population, config, state)
-    keys = ("val_accuracy_best", "val_accuracy_seed", "val_accuracy_by_task", "kl", "kl_stderr")
+    after = evaluate_cycle(stage, tasks, population, config, state, kl_under_best=True)
+    keys = ("val_accuracy_best", "val_accuracy_seed", "val_accuracy_by_task", "kl", "kl_stderr", "kl_best",
+            "kl_best_stderr")
     run_dir.append_distill(DistillRecord(
         stage=stage.index, task=stage.task.name, cycle=state.cycle, student=config.distill.student,
         teacher_id=population.best().id, steps=steps, rollouts=rollouts, seconds=seconds,
@@ -236,7 +238,12 @@ def _log_distill(stage: Stage, tasks: list[Task], population: Population, config
         time=after.time))
     say(f"stage {stage.index + 1} · distill: val accuracy seed {before.val_accuracy_seed:.3f} -> "
         f"{after.val_accuracy_seed:.3f}, best {before.val_accuracy_best:.3f} -> {after.val_accuracy_best:.3f}; "
-        f"KL {before.kl:.3f} -> {after.kl:.3f}; {steps} steps, {seconds:.0f} s")
+        f"KL {before.kl:.3f} -> {after.kl:.3f} (prompts with the best instruction: {_num(before.kl_best)} -> "
+        f"{_num(after.kl_best)}); {steps} steps, {seconds:.0f} s")
+
+
+def _num(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 def _align_store(run_dir: RunDir, stage: Stage, config: RunConfig, checkpoint: str | None) -> None:
@@ -249,8 +256,8 @@ def _align_store(run_dir: RunDir, stage: Stage, config: RunConfig, checkpoint: s
 
 
 def _evaluate_and_log(stage: Stage, tasks: list[Task], population: Population, config: RunConfig, state: RunState,
-                      run_dir: RunDir) -> None:
-    record = evaluate_cycle(stage, tasks, population, config, state)
+                      run_dir: RunDir, kl_under_best: bool = False) -> None:
+    record = evaluate_cycle(stage, tasks, population, config, state, kl_under_best=kl_under_best)
     run_dir.append_cycle(record)
     to_tracker(stage.trainer, record.to_json())
     say(_cycle_line(record, config.total_cycles))

@@ -153,6 +153,10 @@ class CycleRecord:
     population: int
     ledger: Ledger
     time: float
+    # KL to the base on the same probe problems rendered with the best instruction instead of the seed's: measured
+    # where a distill phase follows (it moves the seed instruction's behaviour, which the probe above measures)
+    kl_best: float | None = None
+    kl_best_stderr: float | None = None
 
     @property
     def total_rollouts(self) -> int:
@@ -169,7 +173,8 @@ class CycleRecord:
         out = {k: data[k] for k in ("cycle", "mode", "stage", "task", "val_accuracy_best", "val_accuracy_seed",
                                     "val_accuracy_by_task", "val_majority_baseline", "eval_n", "kl", "kl_stderr",
                                     "best_id", "population")}
-        return out | ledger | {"total_rollouts": self.total_rollouts, "time": self.time}
+        best = {"kl_best": self.kl_best, "kl_best_stderr": self.kl_best_stderr} if self.kl_best is not None else {}
+        return out | best | ledger | {"total_rollouts": self.total_rollouts, "time": self.time}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CycleRecord:
@@ -181,7 +186,7 @@ class CycleRecord:
                    val_majority_baseline=data.get("val_majority_baseline"), eval_n=data.get("eval_n"),
                    kl=data["kl"], kl_stderr=data.get("kl_stderr"), best_id=data["best_id"],
                    population=data["population"], ledger=Ledger(**{k: data[k] for k in _LEDGER if k in data}),
-                   time=data.get("time", 0.0))
+                   time=data.get("time", 0.0), kl_best=data.get("kl_best"), kl_best_stderr=data.get("kl_best_stderr"))
 
 
 @dataclass(frozen=True)
@@ -198,7 +203,7 @@ class DistillRecord:
     rollouts: int
     seconds: float
     eval_n: int | None
-    before: dict[str, Any]  # val_accuracy_best, val_accuracy_seed, val_accuracy_by_task, kl, kl_stderr
+    before: dict[str, Any]  # val_accuracy_best/_seed/_by_task, kl(_stderr), kl_best(_stderr) (the probe, best instr.)
     after: dict[str, Any]
     time: float
 

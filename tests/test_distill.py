@@ -125,6 +125,10 @@ def test_the_distill_phase_in_a_run_is_recorded_counted_and_is_the_runs_weights(
     last = run.cycles()[-1]
     assert record.before["val_accuracy_seed"] == last.val_accuracy_seed and record.before["kl"] == last.kl
     assert record.after["kl"] != record.before["kl"]  # the weights moved
+    # around the phase the probe also runs on its problems under the best instruction: the stage's last cycle
+    # records it (the "before"), the earlier cycles do not
+    assert record.before["kl_best"] == last.kl_best is not None and record.after["kl_best"] is not None
+    assert run.cycles()[0].kl_best is None and "kl_best" not in run.cycles()[0].to_json()
     assert Path(final_checkpoint(run, cfg)).parent == run.distill_checkpoints()  # export ships the distilled model
     assert [m.cycle for m in run.cycles()] == [0, 1]  # one evaluation line per cycle: the distill's is its own
     logged = [json.loads(line) for line in (run.path / "distill_steps.jsonl").read_text().splitlines()]

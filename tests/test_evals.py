@@ -735,5 +735,5 @@ def test_distill_report_reads_each_runs_distill_phase_and_the_goals(tmp_path):
     assert t["claims"]["kl_growth_over_fst_kl"]["values"] == pytest.approx([0.5, 0.25])
     assert t["claims"]["seed_gain"]["mean"] == pytest.approx(0.81)
     text = distill.markdown(a)
-    assert "| 0 | 128 | 0.000 → 0.720 | 0.900 → 0.900 | 2.00 → 3.00 | 24 | 192 | 1800 |" in text
+    assert "| 0 | 128 | 0.000 → 0.720 | 0.900 → 0.900 | 2.00 → 3.00 | – | 24 | 192 | 1800 |" in text
     assert "undecided" in text and text == distill.markdown(distill.analyse(study, ["date_normalize"], [0, 1, 2]))

@@ -203,3 +203,14 @@ def test_tensorboard_tracking_passes_through(qa_task, tiny_path, tmp_path):
     trainer.train()
     events = list(tmp_path.rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_the_probe_renders_its_problems_with_the_seed_or_the_given_instruction(qa_task):
+    """The KL probe's fixed problems: under the seed instruction, or (around a distill phase) the best one."""
+    from fst_prompt.slow.kl import probe_conversations
+
+    name = qa_task.predictors[0][0]
+    seed, best = probe_conversations(qa_task, 2), probe_conversations(qa_task, 2, {name: "Answer in French."})
+    assert len(seed) == len(best) == 2
+    assert "Answer in French." in best[0][0]["content"] and "Answer in French." not in seed[0][0]["content"]
+    assert seed[0][-1] == best[0][-1]  # the same problem

@@ -33,10 +33,13 @@ class KLEstimate:
     n: int
 
 
-def probe_conversations(task: Task, n: int) -> list[list[dict[str, str]]]:
+def probe_conversations(task: Task, n: int, instructions: dict[str, str] | None = None) -> list[list[dict[str, str]]]:
     """The fixed probe set: the first n val prompts, rendered with the task's seed instruction (for a
-    multi-predictor program, its first predictor's: the prompts the program's inputs alone determine)."""
-    return [render(task, ex, predictor=task.predictors[0][0]) for ex in task.val[:n]]
+    multi-predictor program, its first predictor's: the prompts the program's inputs alone determine), or with
+    that predictor's instruction in `instructions`."""
+    name = task.predictors[0][0]
+    instruction = (instructions or {}).get(name)
+    return [render(task, ex, instruction=instruction, predictor=name) for ex in task.val[:n]]
 
 
 def probe_base(trainer: GRPOTrainer, model_path: Path) -> PreTrainedModel | None:
