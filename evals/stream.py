@@ -76,10 +76,11 @@ def run_summary(folder, mode_curve: list[dict] | None) -> dict | None:
     if mode_curve is None:
         return None
     run, done = RunDir(folder), json.loads((folder / "done.json").read_text())
-    last = run.cycles()[-1]
+    cycles = run.cycles()
+    last, ended = cycles[-1], {c.cycle: c.time for c in cycles}
     ledger = last.ledger
     # a distill phase after the last cycle (an FST-distill run read as a stream run) is not part of the run
-    after = sum(d.time - next(c.time for c in run.cycles() if c.cycle == d.cycle) for d in run.distills())
+    after = sum(d.time - ended[d.cycle] for d in run.distills())
     return {"rl_rollouts": ledger.rl_rollouts, "fast_new": ledger.fast_new_rollouts,
             "val_checks": ledger.gepa_val_rollouts, "reused": ledger.gepa_reused_rollouts,
             "total": last.total_rollouts, "wall_minutes": (done["wall_seconds"] - after) / 60,
