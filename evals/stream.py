@@ -2,7 +2,7 @@
 GEPA->RL, every policy rollout counted.
 
     python -m evals.stream [--tasks date_normalize ticket_routing] [--seeds 0 1 2 3 4] [--jobs 1]
-                           [--baselines] [--report-only]
+                           [--baselines] [--online] [--report-only]
 
 Runs `fst run evals/configs/stream.yaml` (the compare v2 settings with `gepa.rollouts: rl`) per task and seed
 into `evals/results/stream/<task>/fst-stream-s<seed>` (a seed the study has not run is read from the FST-distill
@@ -17,6 +17,9 @@ s<seed>`), and `--baselines` runs those that are missing (seeds 3-4) with the v2
 - policy rollouts to reach RL's smoothed peak, all rollouts counted, RL / FST (geometric mean over seeds);
 - FST vs GEPA->RL at matched total rollouts: FST's accuracy at the last evaluation within GEPA->RL's total, minus
   GEPA->RL's final accuracy, paired by seed;
+- `--online` runs the issue's second way of judging a proposal beside it (the same config with
+  `gepa.judging: online`: a proposal is put on trial in the next T steps' contexts and rated by the RL rollouts drawn
+  under it) into `<task>/fst-online-s<seed>`, reported against the minibatch arm of the same seed;
 - each claim's reading by the one rule (`fst_prompt.stats`: confirmed / refuted / undecided).
 """
 
@@ -36,12 +39,15 @@ from fst_prompt.rundir import RunDir
 STUDY = Study(name="stream", config="evals/configs/stream.yaml")
 DISTILL = Study(name="distill", config="evals/configs/distill.yaml")
 V2 = COMPARE["v2"]
-ARM, DISTILL_ARM = "fst-stream", "fst-distill"
+ARM, DISTILL_ARM, ONLINE_ARM = "fst-stream", "fst-distill", "fst-online"
 SEEDS = {"date_normalize": [0, 1, 2, 3, 4], "ticket_routing": [0, 1, 2]}  # what the issue asks for
 
 
-def jobs_for(study: Study, tasks: list[str], seeds: list[int]) -> list:
-    return [study.job(f"{task}/{ARM}-s{seed}", ["run", study.config, "--set", f"task={task}", "--set", f"seed={seed}"])
+def jobs_for(study: Study, tasks: list[str], seeds: list[int], *, online: bool = False) -> list:
+    """The stream arm's runs, or (`online`) the online-judging arm's: the same config, `gepa.judging: online`."""
+    arm, extra = (ONLINE_ARM, ["--set", "gepa.judging=online"]) if online else (ARM, [])
+    return [study.job(f"{task}/{arm}-s{seed}", ["run", study.config, "--set", f"task={task}", "--set", f"seed={seed}",
+                                                *extra])
             for seed in seeds for task in tasks if seed in SEEDS.get(task, seeds)]
 
 
@@ -132,6 +138,8 @@ def analyse(study: Study, v2: Study, tasks: list[str], seeds: list[int], distill
                 row["matched"] = {"budget": budget, "fst_stream": mine, "gepa_then_rl": row["gepa-then-rl"]["final"],
                                   "diff": None if mine is None else mine - row["gepa-then-rl"]["final"]}
             row["run"] = f"{where.name}/{task}/{arm}-s{seed}"
+            row[ONLINE_ARM] = run_summary(study.folder / task / f"{ONLINE_ARM}-s{seed}",
+                                          curve(study, task, ONLINE_ARM, seed, base))
             per_seed[seed] = row
         stream = [r[ARM] for r in per_seed.values()]
         claims = {
@@ -150,6 +158,10 @@ def analyse(study: Study, v2: Study, tasks: list[str], seeds: list[int], distill
             "reach_rl_over_own": summary([r.get("reach_rollouts", {}).get("fst") for r in per_seed.values()],
                                          geometric=True),
             "matched_minus_gepa_then_rl": summary([r.get("matched", {}).get("diff") for r in per_seed.values()]),
+            "online_fast_new_over_rl": summary([r[ONLINE_ARM]["fast_new"] / r[ONLINE_ARM]["rl_rollouts"]
+                                                for r in per_seed.values() if r[ONLINE_ARM]]),
+            "online_minus_minibatch": summary([r[ONLINE_ARM]["final"] - r[ARM]["final"]
+                                               for r in per_seed.values() if r[ONLINE_ARM]]),
         }
         out[task] = {"base": base, "seeds": per_seed, "claims": claims}
     return out
@@ -165,6 +177,10 @@ GOALS = [  # claim, the goal's direction and null, as the issue states it
     ("reach_no_val_checks", "the same, FST's val checks (a diagnostic) not counted", "above", 1.5),
     ("reach_rl_over_own", "the same for FST sampling its own, val checks counted (v2: 0.28)", "above", 1.5),
     ("matched_minus_gepa_then_rl", "FST with one stream − GEPA→RL at GEPA→RL's total rollouts: > 0", "above", 0.0),
+]
+ONLINE_GOALS = [  # the online arm, where it has runs (the issue sets it no goal of its own: read as the stream arm's)
+    ("online_fast_new_over_rl", "online judging: the fast loop's own new rollouts ≤ RL's", "below", 1.0),
+    ("online_minus_minibatch", "final accuracy, online − minibatch judging: no loss beyond 0.05", "above", -0.05),
 ]
 
 
@@ -187,7 +203,16 @@ def markdown(a: dict) -> str:
             lines.append(f"| {seed}{where} | {s['rl_rollouts']} | {s['fast_new']} (+ {s['val_checks']}) | "
                          f"{s['reused']} | {s['total']} | {s['wall_minutes']:.0f} ({rl_wall}) | "
                          f"{s['final']:.3f} ({other}) | {ratio} ({own}) |")
-        lines += ["", *claims_table(t["claims"], GOALS), ""]
+        online = {seed: r for seed, r in sorted(t["seeds"].items()) if r[ONLINE_ARM]}
+        if online:
+            lines += ["", f"Online judging (`{ONLINE_ARM}`: the same config, `gepa.judging: online`):", "",
+                      "| seed | RL rollouts | fast loop new (+ val checks) | RL rollouts read | total | wall min | "
+                      "final acc (minibatch's) |", "|---|---|---|---|---|---|---|"]
+            lines += [f"| {seed} | {o['rl_rollouts']} | {o['fast_new']} (+ {o['val_checks']}) | {o['reused']} | "
+                      f"{o['total']} | {o['wall_minutes']:.0f} | {o['final']:.3f} ({r[ARM]['final']:.3f}) |"
+                      for seed, r in online.items() for o in [r[ONLINE_ARM]]]
+        goals = GOALS + (ONLINE_GOALS if online else [])
+        lines += ["", *claims_table(t["claims"], goals), ""]
     return "\n".join(lines)
 
 
@@ -195,9 +220,13 @@ def main() -> None:
     offline_environment()
     ap = task_driver_parser(__doc__, tasks=tuple(SEEDS), seeds=[0, 1, 2, 3, 4])
     ap.add_argument("--baselines", action="store_true", help="also run the compare v2 baselines these seeds lack")
+    ap.add_argument("--online", action="store_true", help="also run the online-judging arm (gepa.judging: online)")
     args = ap.parse_args()
     if not args.report_only:
         run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+        if args.online:
+            run_jobs(jobs_for(STUDY, args.tasks, args.seeds, online=True), parallel=args.jobs,
+                     allow_dirty=args.allow_dirty)
         if args.baselines:
             run_jobs(run_jobs_for(V2, args.tasks, args.seeds, ["rl", "fst", "gepa-then-rl"]), parallel=args.jobs,
                      allow_dirty=args.allow_dirty)

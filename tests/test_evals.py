@@ -671,6 +671,35 @@ def test_stream_report_counts_every_rollout_and_pairs_the_arms_by_seed(tmp_path)
     text = stream.markdown(a)
     assert "| 0 | 192 | 120 (+ 40) | 144 | 352 | 20 (17) | 0.700 (0.500 / 0.600 / 0.600) |" in text
     assert text == stream.markdown(stream.analyse(study, v2, ["t"], [0, 1, 2]))  # a pure function of the runs
+    assert row["fst-online"] is None and claims["online_minus_minibatch"] == {"n": 0}
+    assert "Online judging" not in text and "online −" not in text  # no online runs: no online rows
+
+    # the online-judging arm (seed 0 only): its own table and claims, paired with the stream arm of its seed
+    run = study.folder / "t" / "fst-online-s0"
+    write_cycles(run, [cycle(c, acc, rl_steps=6 * (c + 1), rl_rollouts=48 * (c + 1), kl=0.1, gepa_rollouts=8 * c,
+                             gepa_reused_rollouts=48 * c, fast_seconds=30.0 * (c + 1))
+                       for c, acc in enumerate([0.4, 0.5, 0.6, 0.65])])
+    RunDir(run).write_config("loop:\n  steps_per_cycle: 6\n")
+    (run / "done.json").write_text(json.dumps({"wall_seconds": 1100}))
+    a = stream.analyse(study, v2, ["t"], [0, 1])
+    row, claims = a["t"]["seeds"][0], a["t"]["claims"]
+    assert a["t"]["seeds"][1]["fst-online"] is None
+    assert row["fst-online"]["fast_new"] == 24 and row["fst-online"]["reused"] == 144
+    assert claims["online_minus_minibatch"]["values"] == [pytest.approx(-0.05)]
+    assert claims["online_fast_new_over_rl"]["values"] == [pytest.approx(24 / 192)]
+    text = stream.markdown(a)
+    assert "| 0 | 192 | 24 (+ 0) | 144 | 216 | 18 | 0.650 (0.700) |" in text
+    assert "| final accuracy, online − minibatch judging: no loss beyond 0.05 | -0.050 (n=1) |" in text
+
+
+def test_the_online_arm_runs_the_stream_config_with_online_judging():
+    from evals import stream
+
+    jobs = stream.jobs_for(stream.STUDY, ["date_normalize", "ticket_routing"], [0, 4], online=True)
+    assert [j.name for j in jobs] == ["date_normalize/fst-online-s0", "ticket_routing/fst-online-s0",
+                                      "date_normalize/fst-online-s4"]  # ticket_routing's study has seeds 0-2
+    assert jobs[0].argv[-2:] == ["--set", "gepa.judging=online"] and jobs[0].argv[1] == stream.STUDY.config
+    assert "gepa.judging=online" not in stream.jobs_for(stream.STUDY, ["date_normalize"], [0])[0].argv
 
 
 def test_stream_report_reads_a_distill_run_of_the_same_settings_up_to_its_distill_phase(tmp_path):
