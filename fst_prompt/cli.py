@@ -108,10 +108,31 @@ def _command(argv: list[str] | None) -> int:
     except Exception as e:  # noqa: BLE001 - a bug or a failing library: keep the traceback, say where it is
         if args.debug:
             raise
-        log = _write_traceback(getattr(args, "log_dir", None))
+        log_dir = getattr(args, "log_dir", None)
+        log = _write_traceback(log_dir)
         print(f"fst {args.command}: unexpected error: {type(e).__name__}: {_first_line(e)}\n"
-              f"  the traceback is in {log}; run again with --debug to print it", file=sys.stderr)
+              f"  the traceback is {f'in {log}' if log else 'lost (it could not be written)'}; run again with "
+              f"--debug to print it{_disk_full(log_dir)}", file=sys.stderr)
         return 1
+
+
+DISK_LOW = 1 << 30  # bytes: below this a failed write is most likely a full disk
+
+
+def _disk_full(log_dir: Path | None) -> str:
+    """A hint for an error that a full disk most likely caused (torch.save then fails with "unexpected pos"): how
+    little is free, and that the run resumes from its last complete checkpoint once there is room."""
+    import shutil
+
+    where = log_dir if log_dir is not None and log_dir.exists() else Path.cwd()
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        return ""
+    if free >= DISK_LOW:
+        return ""
+    return (f"\n  the disk holding {where} has only {free / 2**20:.0f} MiB free, the likely cause: free space, then "
+            f"run the same command with --resume (a checkpoint cut short is skipped; the last complete one is used)")
 
 
 @contextlib.contextmanager
@@ -133,8 +154,9 @@ def terminate_cleanly() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _write_traceback(log_dir: Path | None) -> Path:
-    """The current exception's traceback, in the run directory when there is one (else a temp file)."""
+def _write_traceback(log_dir: Path | None) -> Path | None:
+    """The current exception's traceback, in the run directory when there is one (else a temp file; None where
+    neither can be written)."""
     import tempfile
     import time
     import traceback
@@ -148,9 +170,12 @@ def _write_traceback(log_dir: Path | None) -> Path:
             with open(path, "a") as f:
                 f.write(text)
             return path
-    fd, name = tempfile.mkstemp(prefix="fst-error-", suffix=".log")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    try:  # a full disk may refuse this too
+        fd, name = tempfile.mkstemp(prefix="fst-error-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except OSError:
+        return None
     return Path(name)
 
 

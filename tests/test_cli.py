@@ -156,6 +156,26 @@ def test_an_unexpected_error_leaves_its_traceback_in_the_run_dir(tmp_path, capsy
         main(["run", str(config), "--debug"])
     with pytest.raises(RuntimeError):
         main(["--debug", "run", str(config)])
+    assert "MiB free" not in err  # a disk with room: no hint
+
+
+def test_an_error_on_a_full_disk_says_so_and_how_to_go_on(tmp_path, capsys, monkeypatch):
+    """A checkpoint write that fails on a full disk surfaces as torch's "unexpected pos" (seen 2026-12-07): the
+    message names the disk's free space and the way on (--resume from the last complete checkpoint)."""
+    import shutil
+
+    import fst_prompt.api
+
+    def full(config, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 68224 vs 68116")
+
+    monkeypatch.setattr(fst_prompt.api, "run_loop", full)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 << 30, 10 << 30, 164 << 10))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"task: chain_sum\nrun_dir: {tmp_path / 'run'}\n")
+    assert main(["run", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert f"the disk holding {tmp_path / 'run'} has only 0 MiB free" in err and "--resume" in err
 
 
 def test_sigterm_unwinds_so_with_blocks_close():
