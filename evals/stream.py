@@ -26,6 +26,7 @@ s<seed>`), and `--baselines` runs those that are missing (seeds 3-4) with the v2
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 from evals.compare import STUDIES as COMPARE
@@ -89,10 +90,20 @@ def run_summary(folder, mode_curve: list[dict] | None) -> dict | None:
     after = sum(d.time - ended[d.cycle] for d in run.distills())
     return {"rl_rollouts": ledger.rl_rollouts, "fast_new": ledger.fast_new_rollouts,
             "val_checks": ledger.gepa_val_rollouts, "reused": ledger.gepa_reused_rollouts,
-            "total": last.total_rollouts, "wall_minutes": (done["wall_seconds"] - after) / 60,
+            "total": last.total_rollouts, "wall_minutes": (one_attempt_wall(done, last.time)
+                                                           or done["wall_seconds"] - after) / 60,
             "final": last.val_accuracy_best,
             "fast_minutes": ledger.fast_seconds / 60,
             "resumed": bool(done.get("resumed")), "commit": done.get("commit")}
+
+
+def one_attempt_wall(done: dict, last_cycle_end: float) -> float | None:
+    """A resumed run whose cycles all ran in its first attempt (it was resumed after them, in a distill phase): the
+    seconds from that attempt's start to its last cycle's end. done.json's wall is the last attempt's alone."""
+    starts = [time.mktime(time.strptime(a["started"], "%Y-%m-%d %H:%M:%S")) for a in done.get("attempts", [])]
+    if not done.get("resumed") or len(starts) < 2 or min(starts[1:]) < last_cycle_end:
+        return None
+    return last_cycle_end - starts[0]
 
 
 def without_val_checks(points: list[dict], folder) -> list[dict]:

@@ -4,6 +4,7 @@ writes into the repository."""
 
 import json
 import subprocess
+import time
 from dataclasses import fields, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -737,6 +738,20 @@ def test_stream_report_reads_a_distill_run_of_the_same_settings_up_to_its_distil
     assert row["fst-stream"]["final"] == pytest.approx(0.8) and row["fst-stream"]["rl_rollouts"] == 192
     assert "| 0 (distill/date_normalize/fst-distill-s0, before its distill phase) | 192 |" in stream.markdown(a)
     assert stream.analyse(study, v2, ["date_normalize"], [0, 1])["date_normalize"]["seeds"] == {}  # not asked
+
+
+def test_a_run_resumed_after_its_cycles_has_its_first_attempts_wall_up_to_its_last_cycle():
+    """done.json's wall of a resumed run is its last attempt's: when the resume came after the last cycle (a crash
+    in the distill phase, 2026-12-07), the stream part's wall is the first attempt's start to the last cycle's end;
+    a run resumed earlier has no such reading."""
+    from evals import stream
+
+    start = time.mktime(time.strptime("2026-12-07 18:59:05", "%Y-%m-%d %H:%M:%S"))
+    done = {"resumed": True, "wall_seconds": 1029.6,
+            "attempts": [{"started": "2026-12-07 18:59:05"}, {"started": "2026-12-07 20:31:27"}]}
+    assert stream.one_attempt_wall(done, start + 4900.0) == pytest.approx(4900.0)
+    assert stream.one_attempt_wall(done, start + 6000.0) is None  # the second attempt began before it ended
+    assert stream.one_attempt_wall(done | {"resumed": False}, start + 4900.0) is None
 
 
 def test_distill_report_reads_each_runs_distill_phase_and_the_goals(tmp_path):
