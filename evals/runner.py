@@ -37,6 +37,7 @@ from fst_prompt.rundir import LOGS, RECORDS, RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evals" / "results"
+STAMP = "%Y-%m-%d %H:%M:%S"  # an attempt's start and a job's end in done.json (local time)
 RUNS = ROOT / "runs" / "exp"
 WEIGHTS = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
            "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja")
@@ -156,7 +157,7 @@ def _run_one(job: Job, threads: int, parallel: int, allow_dirty: str | None = No
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
     print(f"[{time.strftime('%H:%M:%S')}] start {job.study}/{job.name}", flush=True)
     t0 = time.perf_counter()
-    append_jsonl(_attempts_file(job.run_dir), {"commit": commit, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    append_jsonl(_attempts_file(job.run_dir), {"commit": commit, "started": time.strftime(STAMP)}
                  | ({"dirty_reason": allow_dirty} if commit.endswith("-dirty") else {}))
     with open(job.run_dir / "log.txt", "a") as log:
         rc = subprocess.run(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
@@ -209,7 +210,7 @@ def _harvest(job: Job, seconds: float, threads: int, parallel: int, commit: str,
                                                   "wall_seconds": round(seconds, 1), "threads": threads,
                                                   "device": _device(parallel), "resumed": resumed,
                                                   "attempts": read_jsonl(attempts) if attempts.is_file() else [],
-                                                  "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+                                                  "finished": time.strftime(STAMP)})
 
 
 def _attempts_file(run_dir: Path) -> Path:

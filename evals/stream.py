@@ -32,7 +32,7 @@ from pathlib import Path
 from evals.compare import STUDIES as COMPARE
 from evals.compare import curve, reach, run_jobs_for
 from evals.report import claims_table, summary
-from evals.runner import Study, run_jobs, task_driver_parser, write_report
+from evals.runner import STAMP, Study, run_jobs, task_driver_parser, write_report
 from fst_prompt.cli import offline_environment
 from fst_prompt.config import load_config
 from fst_prompt.rundir import RunDir
@@ -88,10 +88,12 @@ def run_summary(folder, mode_curve: list[dict] | None) -> dict | None:
     ledger = last.ledger
     # a distill phase after the last cycle (an FST-distill run read as a stream run) is not part of the run
     after = sum(d.time - ended[d.cycle] for d in run.distills())
+    wall = one_attempt_wall(done, last.time)
+    if wall is None:
+        wall = done["wall_seconds"] - after
     return {"rl_rollouts": ledger.rl_rollouts, "fast_new": ledger.fast_new_rollouts,
             "val_checks": ledger.gepa_val_rollouts, "reused": ledger.gepa_reused_rollouts,
-            "total": last.total_rollouts, "wall_minutes": (one_attempt_wall(done, last.time)
-                                                           or done["wall_seconds"] - after) / 60,
+            "total": last.total_rollouts, "wall_minutes": wall / 60,
             "final": last.val_accuracy_best,
             "fast_minutes": ledger.fast_seconds / 60,
             "resumed": bool(done.get("resumed")), "commit": done.get("commit")}
@@ -100,7 +102,7 @@ def run_summary(folder, mode_curve: list[dict] | None) -> dict | None:
 def one_attempt_wall(done: dict, last_cycle_end: float) -> float | None:
     """A resumed run whose cycles all ran in its first attempt (it was resumed after them, in a distill phase): the
     seconds from that attempt's start to its last cycle's end. done.json's wall is the last attempt's alone."""
-    starts = [time.mktime(time.strptime(a["started"], "%Y-%m-%d %H:%M:%S")) for a in done.get("attempts", [])]
+    starts = [time.mktime(time.strptime(a["started"], STAMP)) for a in done.get("attempts", [])]
     if not done.get("resumed") or len(starts) < 2 or min(starts[1:]) < last_cycle_end:
         return None
     return last_cycle_end - starts[0]

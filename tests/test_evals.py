@@ -746,7 +746,7 @@ def test_a_run_resumed_after_its_cycles_has_its_first_attempts_wall_up_to_its_la
     a run resumed earlier has no such reading."""
     from evals import stream
 
-    start = time.mktime(time.strptime("2026-12-07 18:59:05", "%Y-%m-%d %H:%M:%S"))
+    start = time.mktime(time.strptime("2026-12-07 18:59:05", runner.STAMP))
     done = {"resumed": True, "wall_seconds": 1029.6,
             "attempts": [{"started": "2026-12-07 18:59:05"}, {"started": "2026-12-07 20:31:27"}]}
     assert stream.one_attempt_wall(done, start + 4900.0) == pytest.approx(4900.0)
