@@ -2,15 +2,15 @@
 GEPA->RL, every policy rollout counted.
 
     python -m evals.stream [--tasks date_normalize ticket_routing] [--seeds 0 1 2 3 4] [--jobs 1]
-                           [--baselines] [--online] [--report-only]
+                           [--baselines [MODE ...]] [--online] [--report-only]
 
 Runs `fst run evals/configs/stream.yaml` (the compare v2 settings with `gepa.rollouts: rl`) per task and seed
 into `evals/results/stream/<task>/fst-stream-s<seed>` (a seed the study has not run is read from the FST-distill
 study's run of that seed, `evals/results/distill/<task>/fst-distill-s<seed>`, when its config is this one plus
 `distill:`: up to its distill phase it is the same run, and the phase's time is taken off its wall); its
 baselines are the compare v2 study's runs of the same seed (`evals/results/compare_v2/<task>/{rl,fst,gepa-then-rl}-
-s<seed>`), and `--baselines` runs those that are missing (seeds 3-4) with the v2 config. Then writes
-`stream.json` + `stream.md`:
+s<seed>`), and `--baselines [rl fst gepa-then-rl]` runs those that are missing (seeds 3-4; all three by default)
+with the v2 config. Then writes `stream.json` + `stream.md`:
 
 - per run: RL rollouts, the fast loop's new ones (its val checks apart), the RL rollouts it read, wall minutes;
 - final accuracy, FST with one stream − FST sampling its own, paired by seed (t-interval, reading);
@@ -41,15 +41,19 @@ STUDY = Study(name="stream", config="evals/configs/stream.yaml")
 DISTILL = Study(name="distill", config="evals/configs/distill.yaml")
 V2 = COMPARE["v2"]
 ARM, DISTILL_ARM, ONLINE_ARM = "fst-stream", "fst-distill", "fst-online"
+BASELINES = ("rl", "fst", "gepa-then-rl")  # the compare v2 modes the claims read
 SEEDS = {"date_normalize": [0, 1, 2, 3, 4], "ticket_routing": [0, 1, 2]}  # what the issue asks for
 
 
-def jobs_for(study: Study, tasks: list[str], seeds: list[int], *, online: bool = False) -> list:
-    """The stream arm's runs, or (`online`) the online-judging arm's: the same config, `gepa.judging: online`."""
+def jobs_for(study: Study, tasks: list[str], seeds: list[int], *, online: bool = False,
+             distill: Study | None = None) -> list:
+    """The stream arm's runs, or (`online`) the online-judging arm's: the same config, `gepa.judging: online`.
+    A stream run that the report reads from `distill`'s run of its seed (`stream_run`) is not run again."""
     arm, extra = (ONLINE_ARM, ["--set", "gepa.judging=online"]) if online else (ARM, [])
     return [study.job(f"{task}/{arm}-s{seed}", ["run", study.config, "--set", f"task={task}", "--set", f"seed={seed}",
                                                 *extra])
-            for seed in seeds for task in tasks if seed in SEEDS.get(task, seeds)]
+            for seed in seeds for task in tasks if seed in SEEDS.get(task, seeds)
+            and (online or stream_run(study, distill, task, seed)[0] is study)]
 
 
 def stream_run(study: Study, distill: Study | None, task: str, seed: int) -> tuple[Study, str]:
@@ -232,16 +236,18 @@ def markdown(a: dict) -> str:
 def main() -> None:
     offline_environment()
     ap = task_driver_parser(__doc__, tasks=tuple(SEEDS), seeds=[0, 1, 2, 3, 4])
-    ap.add_argument("--baselines", action="store_true", help="also run the compare v2 baselines these seeds lack")
+    ap.add_argument("--baselines", nargs="*", choices=BASELINES, metavar="MODE",
+                    help=f"also run the compare v2 baselines these seeds lack (default: all of {' '.join(BASELINES)})")
     ap.add_argument("--online", action="store_true", help="also run the online-judging arm (gepa.judging: online)")
     args = ap.parse_args()
     if not args.report_only:
-        run_jobs(jobs_for(STUDY, args.tasks, args.seeds), parallel=args.jobs, allow_dirty=args.allow_dirty)
+        run_jobs(jobs_for(STUDY, args.tasks, args.seeds, distill=DISTILL), parallel=args.jobs,
+                 allow_dirty=args.allow_dirty)
         if args.online:
             run_jobs(jobs_for(STUDY, args.tasks, args.seeds, online=True), parallel=args.jobs,
                      allow_dirty=args.allow_dirty)
-        if args.baselines:
-            run_jobs(run_jobs_for(V2, args.tasks, args.seeds, ["rl", "fst", "gepa-then-rl"]), parallel=args.jobs,
+        if args.baselines is not None:
+            run_jobs(run_jobs_for(V2, args.tasks, args.seeds, args.baselines or list(BASELINES)), parallel=args.jobs,
                      allow_dirty=args.allow_dirty)
     a = analyse(STUDY, V2, list(SEEDS), sorted({s for seeds in SEEDS.values() for s in seeds}), DISTILL)
     write_report(STUDY, a, markdown(a), lambda _a, _out: [])

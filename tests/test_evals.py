@@ -738,6 +738,10 @@ def test_stream_report_reads_a_distill_run_of_the_same_settings_up_to_its_distil
     assert row["fst-stream"]["final"] == pytest.approx(0.8) and row["fst-stream"]["rl_rollouts"] == 192
     assert "| 0 (distill/date_normalize/fst-distill-s0, before its distill phase) | 192 |" in stream.markdown(a)
     assert stream.analyse(study, v2, ["date_normalize"], [0, 1])["date_normalize"]["seeds"] == {}  # not asked
+    # and the driver does not run seed 0's stream arm again; seed 1's, read from nowhere, it runs
+    assert [j.name for j in stream.jobs_for(study, ["date_normalize"], [0, 1], distill=distilled)] == [
+        "date_normalize/fst-stream-s1"]
+    assert len(stream.jobs_for(study, ["date_normalize"], [0, 1], online=True, distill=distilled)) == 2
 
 
 def test_a_run_resumed_after_its_cycles_has_its_first_attempts_wall_up_to_its_last_cycle():
