@@ -480,6 +480,47 @@ def test_a_round_re_run_after_a_crash_replays_its_reflection_answers(tmp_path, t
     assert comparable(resumed, tmp_path / "b" / "run") == comparable(uninterrupted, tmp_path / "a" / "run")
 
 
+def test_the_archive_changes_what_is_evaluated_not_what_is_trained(tmp_path, tiny_path, endpoint, monkeypatch):
+    """`loop.archive` only chooses the instruction an earlier task is evaluated (and exported) under: the same
+    continual run with it off trains the same weights and population, with the same ledger. So a continual run
+    with the archive follows the trajectory of the same run without it (RESULTS.md §8 reads v3 from v2 by this)."""
+    import hashlib
+
+    from fst_prompt import cycle_eval
+    from fst_prompt.plots import load_cycles
+    from tests.scripted import FakeOpenAI
+
+    real_fast_step, real_evaluate, used = loop._fast_step, cycle_eval.evaluate, []
+
+    def fast_step(stage, population, *args):  # each stage's round ends on a best instruction of its own
+        population = real_fast_step(stage, population, *args)
+        best = population.best()
+        best.instructions = {k: f"{stage.task.name}: {v}" for k, v in best.instructions.items()}
+        return population
+
+    def evaluate(task, policy, *, instructions, **kwargs):
+        used[-1].append((task.name, dict(instructions)))
+        return real_evaluate(task, policy, instructions=instructions, **kwargs)
+
+    monkeypatch.setattr(loop, "_fast_step", fast_step)
+    monkeypatch.setattr(cycle_eval, "evaluate", evaluate)
+    ends = {}
+    for archive in (True, False):
+        FakeOpenAI.reset()
+        used.append([])
+        cfg = continual_config(tmp_path / f"archive-{archive}", tiny_path, endpoint, archive=archive)
+        run = tmp_path / f"archive-{archive}" / "run"
+        state = loop.run_loop(cfg, progress=False)
+        weights = (run / "checkpoints" / "stage-1" / "checkpoint-1" / "model.safetensors").read_bytes()
+        ends[archive] = comparable(state) | {"weights": hashlib.sha256(weights).hexdigest(),
+            "cycles": [(c["val_accuracy_best"], round(c["kl"], 6)) for c in load_cycles(run)]}
+    assert ends[True] == ends[False]  # weights hash, population, ledger, every cycle's accuracy and KL
+    # while the last evaluation of the first task differed: its archived instruction, or the population's best
+    last_chain_sum = [[instr for name, instr in run if name == "chain_sum"][-1] for run in used]
+    assert last_chain_sum[0]["self"].startswith("chain_sum: ")
+    assert last_chain_sum[1]["self"].startswith("letter_counting: ")
+
+
 def test_the_archive_keeps_every_tasks_instruction_through_a_3_stage_schedule(tmp_path, tiny_path, endpoint,
                                                                               monkeypatch):
     from fst_prompt import cycle_eval
