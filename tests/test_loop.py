@@ -516,7 +516,7 @@ def test_the_archive_changes_what_is_evaluated_not_what_is_trained(tmp_path, tin
             "cycles": [(c["val_accuracy_best"], round(c["kl"], 6)) for c in load_cycles(run)]}
     assert ends[True] == ends[False]  # weights hash, population, ledger, every cycle's accuracy and KL
     # while the last evaluation of the first task differed: its archived instruction, or the population's best
-    last_chain_sum = [[instr for name, instr in run if name == "chain_sum"][-1] for run in used]
+    last_chain_sum = [[instr for name, instr in calls if name == "chain_sum"][-1] for calls in used]
     assert last_chain_sum[0]["self"].startswith("chain_sum: ")
     assert last_chain_sum[1]["self"].startswith("letter_counting: ")
 
